@@ -1,0 +1,123 @@
+"""In-process backends: a PyTorch module, and an oracle that renders the training target from GT joints."""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from engines.base import Backend
+
+__all__ = ["TorchBackend", "OracleBackend"]
+
+
+class TorchBackend(Backend):
+    """Wrap an ``nn.Module`` mapping N x 3 x H x W crops to N x K x h x w heatmaps (last output if a list).
+
+    ``precision``: ``"fp32"``; on CUDA also ``"fp16"`` / ``"bf16"`` (autocast) and ``"fp16-weights"`` (half
+    weights and inputs). ``fp16=True`` is shorthand for ``precision="fp16"``. On CUDA, ``last_timing_ms`` is the
+    device time of the forward measured with CUDA events (``timing_source == "device"``) and ``last_copy_ms`` the
+    host-device copies; ``infer`` also takes torch tensors (already on the device: no copy).
+    """
+
+    name = "torch"
+    PRECISIONS = ("fp32", "fp16", "bf16", "fp16-weights")
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", fp16: bool = False,
+                 precision: str | None = None) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available: use device='cpu'")
+        precision = precision or ("fp16" if fp16 else "fp32")
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not supported: choose one of {self.PRECISIONS}")
+        if precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"precision {precision!r} needs a CUDA device: pass device='cuda' or use fp32")
+        self.precision = precision
+        self.fp16 = precision == "fp16"
+        self.model = model.eval().to(self.device)
+        if precision == "fp16-weights":
+            self.model = self.model.half()
+        self.timing_source = "device" if self.device.type == "cuda" else "wall"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision in ("fp16", "bf16"):
+            dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            with torch.autocast("cuda", dtype=dtype):
+                y = self.model(x)
+        else:
+            y = self.model(x.half() if self.precision == "fp16-weights" else x)
+        if isinstance(y, (list, tuple)):
+            y = y[-1]
+        return y.float()
+
+    def infer(self, images: np.ndarray | torch.Tensor, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+        cuda = self.device.type == "cuda"
+        t0 = time.perf_counter()
+        if cuda:
+            ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            ev[0].record()
+        if isinstance(images, torch.Tensor):
+            x = images.to(self.device, torch.float32)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            if cuda:
+                ev[1].record()
+            y = self._forward(x)
+            if cuda:
+                ev[2].record()
+            out = y.cpu().numpy()
+        if cuda:
+            ev[3].record()
+            ev[3].synchronize()
+            self.last_timing_ms = ev[1].elapsed_time(ev[2])
+            self.last_copy_ms = ev[0].elapsed_time(ev[1]) + ev[2].elapsed_time(ev[3])
+        else:
+            self.last_timing_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def close(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class OracleBackend(Backend):
+    """Returns, per crop, the training target rendered from the ground-truth joints of the batch.
+
+    An upper bound of what the decoder and the protocol allow; needs GT boxes (the batch's ``joints``).
+    ``data_cfg`` keys: image_size, heatmap_size, sigma, unbiased_encoding (optional).
+    """
+
+    name = "oracle"
+    needs_meta = True
+
+    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        for key in ("image_size", "heatmap_size"):
+            if key not in data_cfg:
+                raise ValueError(f"OracleBackend needs data_cfg[{key!r}]")
+        self.image_size = tuple(int(v) for v in data_cfg["image_size"])
+        self.heatmap_size = tuple(int(v) for v in data_cfg["heatmap_size"])
+        self.sigma = float(data_cfg.get("sigma", 2.0))
+        self.unbiased = bool(data_cfg.get("unbiased_encoding", False))
+
+    def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+        from srpose.data.targets import generate_target
+
+        if meta is None or meta.get("joints") is None:
+            raise ValueError("the oracle backend needs the batch's ground-truth joints: evaluate with GT boxes")
+        joints = np.asarray(meta["joints"])
+        if len(joints) != len(images):
+            raise ValueError(f"oracle got {len(images)} images but {len(joints)} joint sets")
+        if tuple(images.shape[-2:]) != (self.image_size[1], self.image_size[0]):
+            raise ValueError(f"oracle expects {self.image_size[0]}x{self.image_size[1]} crops, got "
+                             f"{images.shape[-1]}x{images.shape[-2]}")
+        t0 = time.perf_counter()
+        out = np.stack([generate_target(j, self.image_size, self.heatmap_size, self.sigma, self.unbiased)[0]
+                        for j in joints]) if len(joints) else np.zeros((0, 0) + self.heatmap_size[::-1], np.float32)
+        self.last_timing_ms = (time.perf_counter() - t0) * 1e3
+        return out

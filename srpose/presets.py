@@ -1,0 +1,158 @@
+"""Presets: one per row of the SRPose paper's table (top-down COCO 256x192), config as data next to each.
+
+Names follow the official config files where one exists (``configs/top_down/srpose/coco/*.py`` of SRPose and the
+mmpose 0.x baselines). ``*_sr_*`` presets are the lightweight SR head (simple head + keypoint encoder + joint-grouped
+9x9 conv + pixel shuffle); ``*_srpose_*`` the multi-stage SRPose head.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from srpose._registry import register_model
+from srpose.config import DEFAULT_TEST_CFG, DEFAULT_TRAIN_CFG, PoseConfig, make_data_cfg
+
+NUM_JOINTS = 17
+INPUT = (192, 256)  # (w, h)
+
+# ----------------------------------------------------------------------------------------------- backbones
+RESNET50 = dict(type="ResNet", depth=50)
+RESNET50_MS = dict(type="ResNet", depth=50, out_indices=(0, 1, 2, 3))
+
+
+def _hrnet_w32(multiscale_output: bool) -> dict[str, Any]:
+    return dict(type="HRNet", in_channels=3, extra=dict(
+        stage1=dict(num_modules=1, num_branches=1, block="BOTTLENECK", num_blocks=(4,), num_channels=(64,)),
+        stage2=dict(num_modules=1, num_branches=2, block="BASIC", num_blocks=(4, 4), num_channels=(32, 64)),
+        stage3=dict(num_modules=4, num_branches=3, block="BASIC", num_blocks=(4, 4, 4), num_channels=(32, 64, 128)),
+        stage4=dict(num_modules=3, num_branches=4, block="BASIC", num_blocks=(4, 4, 4, 4),
+                    num_channels=(32, 64, 128, 256), multiscale_output=multiscale_output)))
+
+
+def _hrt_small(multiscale_output: bool) -> dict[str, Any]:
+    return dict(type="HRT", in_channels=3, norm_cfg=dict(type="SyncBN", requires_grad=True), extra=dict(
+        drop_path_rate=0.1,
+        stage1=dict(num_modules=1, num_branches=1, block="BOTTLENECK", num_blocks=(2,), num_channels=(64,),
+                    num_heads=[2], num_mlp_ratios=[4]),
+        stage2=dict(num_modules=1, num_branches=2, block="TRANSFORMER_BLOCK", num_blocks=(2, 2),
+                    num_channels=(32, 64), num_heads=[1, 2], num_mlp_ratios=[4, 4], num_window_sizes=[7, 7]),
+        stage3=dict(num_modules=4, num_branches=3, block="TRANSFORMER_BLOCK", num_blocks=(2, 2, 2),
+                    num_channels=(32, 64, 128), num_heads=[1, 2, 4], num_mlp_ratios=[4, 4, 4],
+                    num_window_sizes=[7, 7, 7]),
+        stage4=dict(num_modules=2, num_branches=4, block="TRANSFORMER_BLOCK", num_blocks=(2, 2, 2, 2),
+                    num_channels=(32, 64, 128, 256), num_heads=[1, 2, 4, 8], num_mlp_ratios=[4, 4, 4, 4],
+                    num_window_sizes=[7, 7, 7, 7], multiscale_output=multiscale_output)))
+
+
+# ----------------------------------------------------------------------------------------------- heads
+def _simple_head(in_channels: int, num_deconv_layers: int = 3) -> dict[str, Any]:
+    head = dict(type="TopDownSimpleHead", in_channels=in_channels, out_channels=NUM_JOINTS,
+                num_deconv_layers=num_deconv_layers, num_deconv_filters=(256,) * max(num_deconv_layers, 1),
+                num_deconv_kernels=(4,) * max(num_deconv_layers, 1))
+    if num_deconv_layers == 0:
+        head.update(extra=dict(final_conv_kernel=1))
+    return head
+
+
+def _sr_head(in_channels: int, num_deconv_layers: int = 3, pixel_shuffle: int = 4) -> dict[str, Any]:
+    head = _simple_head(in_channels, num_deconv_layers)
+    head.pop("extra", None)
+    head.update(type="TopDownSimpleSRHead", per_kp_emb=4, pixel_shuffle=pixel_shuffle)
+    return head
+
+
+def _srpose_head(in_channels: list[int]) -> dict[str, Any]:
+    return dict(type="TopDownSRPoseHead", in_channels=in_channels, out_channels=[256, 128, 64, 32],
+                num_joints=NUM_JOINTS, upsample_log=[3, 2, 1, 2], per_emb_nums=[16, 8, 4, 4],
+                supervises=[True, True, True, True])
+
+
+# ----------------------------------------------------------------------------------------------- assembly
+def _topdown(name: str, backbone: dict, head: dict, *, full_res: bool, optimizer: str = "Adam",
+             weight_decay: float = 0.0) -> PoseConfig:
+    """A top-down COCO 256x192 config: full-resolution heads use the SRPose decoder and sigma 8 (official)."""
+    heatmap = INPUT if full_res else (INPUT[0] // 4, INPUT[1] // 4)
+    model = dict(type="TopDownHigher" if full_res else "TopDown", backbone=copy.deepcopy(backbone),
+                 keypoint_head=copy.deepcopy(head), train_cfg={}, test_cfg=dict(DEFAULT_TEST_CFG))
+    data = make_data_cfg("coco", image_size=INPUT, heatmap_size=heatmap, sigma=8.0 if full_res else 2.0,
+                         decoder="srpose" if full_res else "simple")
+    train = dict(DEFAULT_TRAIN_CFG, optimizer=optimizer, weight_decay=weight_decay)
+    return PoseConfig(name=name, model=model, data=data, train=train, source="preset")
+
+
+# ResNet-50 --------------------------------------------------------------------------------------
+@register_model
+def res50_coco_256x192() -> PoseConfig:
+    """SimpleBaseline ResNet-50 (3 deconvs, 1/4-resolution heatmaps)."""
+    return _topdown("res50_coco_256x192", RESNET50, _simple_head(2048), full_res=False)
+
+
+@register_model
+def res50_sr_coco_256x192() -> PoseConfig:
+    """ResNet-50 with the lightweight SR head (full-resolution heatmaps)."""
+    return _topdown("res50_sr_coco_256x192", RESNET50, _sr_head(2048), full_res=True)
+
+
+@register_model
+def res50_srpose_coco_256x192() -> PoseConfig:
+    """ResNet-50 SRPose (multi-stage SR head over C2..C5)."""
+    return _topdown("res50_srpose_coco_256x192", RESNET50_MS, _srpose_head([2048, 1024, 512, 256]), full_res=True)
+
+
+# HRNet-W32 --------------------------------------------------------------------------------------
+@register_model
+def hrnet_w32_coco_256x192() -> PoseConfig:
+    """HRNet-W32 with a 1x1 final conv (1/4-resolution heatmaps)."""
+    return _topdown("hrnet_w32_coco_256x192", _hrnet_w32(False), _simple_head(32, 0), full_res=False)
+
+
+@register_model
+def hrnet_w32_sr_coco_256x192() -> PoseConfig:
+    """HRNet-W32 with the lightweight SR head."""
+    return _topdown("hrnet_w32_sr_coco_256x192", _hrnet_w32(False), _sr_head(32, 0), full_res=True)
+
+
+@register_model
+def hrnet_w32_srpose_coco_256x192() -> PoseConfig:
+    """HRNet-W32 SRPose (multiscale stage-4 output)."""
+    return _topdown("hrnet_w32_srpose_coco_256x192", _hrnet_w32(True), _srpose_head([256, 128, 64, 32]),
+                    full_res=True)
+
+
+# HRFormer-S -------------------------------------------------------------------------------------
+@register_model
+def hrt_small_coco_256x192() -> PoseConfig:
+    """HRFormer-Small with a 1x1 final conv."""
+    return _topdown("hrt_small_coco_256x192", _hrt_small(False), _simple_head(32, 0), full_res=False,
+                    optimizer="AdamW", weight_decay=0.01)
+
+
+@register_model
+def hrt_small_sr_coco_256x192() -> PoseConfig:
+    """HRFormer-Small with the lightweight SR head."""
+    return _topdown("hrt_small_sr_coco_256x192", _hrt_small(False), _sr_head(32, 0), full_res=True,
+                    optimizer="AdamW", weight_decay=0.01)
+
+
+@register_model
+def hrt_small_srpose_coco_256x192() -> PoseConfig:
+    """HRFormer-Small SRPose (multiscale stage-4 output)."""
+    return _topdown("hrt_small_srpose_coco_256x192", _hrt_small(True), _srpose_head([256, 128, 64, 32]),
+                    full_res=True, optimizer="AdamW", weight_decay=0.01)
+
+
+#: The SRPose paper's table (COCO val, 256x192): GFLOPs, backbone params (M), head params used in eval (M).
+PAPER_TABLE: dict[str, tuple[float, float, float]] = {
+    "res50_coco_256x192": (5.46, 23.51, 10.49),
+    "res50_sr_coco_256x192": (5.77, 23.51, 10.59),
+    "res50_srpose_coco_256x192": (4.61, 23.51, 1.29),
+    "hrnet_w32_coco_256x192": (7.70, 28.54, 0.00),
+    "hrnet_w32_sr_coco_256x192": (7.98, 28.54, 0.09),
+    "hrnet_w32_srpose_coco_256x192": (8.28, 29.30, 0.65),
+    "transpose_r_a4_coco_256x192": (8.91, 4.93, 1.06),
+    "transpose_r_a4_sr_coco_256x192": (9.23, 4.93, 1.16),
+    "transpose_r_a4_srpose_coco_256x192": (6.26, 4.93, 0.55),
+    "hrt_small_coco_256x192": (2.82, 7.89, 0.00),
+    "hrt_small_sr_coco_256x192": (3.09, 7.89, 0.09),
+    "hrt_small_srpose_coco_256x192": (3.34, 8.21, 0.65),
+}

@@ -1,0 +1,129 @@
+"""Presets and official mmpose config files resolve to the same PoseConfig semantics."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from srpose import build_model, get_config
+from srpose._mmcfg import ConfigError, read_mmpose_config
+
+OFFICIAL_STYLE = textwrap.dedent('''
+    log_level = 'INFO'
+    total_epochs = 210
+    optimizer = dict(type='Adam', lr=5e-4)
+    lr_config = dict(policy='step', warmup='linear', warmup_iters=500, warmup_ratio=0.001, step=[170, 200])
+    channel_cfg = dict(num_output_channels=17, dataset_joints=17,
+                       dataset_channel=[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]],
+                       inference_channel=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16])
+    model = dict(
+        type='TopDownHigher',
+        pretrained='/path/to/pretrain_model/resnet50-19c8e357.pth',
+        backbone=dict(type='ResNet', depth=50, out_indices=(0,1,2,3)),
+        keypoint_head=dict(
+            type='TopDownSRPoseHead',
+            in_channels=[2048,1024,512,256],
+            out_channels=[256,128,64,32],
+            num_joints=channel_cfg['num_output_channels'],
+            upsample_log=[3, 2, 1, 2],
+            per_emb_nums=[16, 8, 4, 4],
+            supervises=[True, True, True, True],
+            loss_keypoint=dict(type='JointsMSELoss', use_target_weight=True)),
+        train_cfg=dict(),
+        test_cfg=dict(flip_test=True, post_process='default', shift_heatmap=True, modulate_kernel=11))
+    data_root = '/path/to/data/coco'
+    data_cfg = dict(image_size=[192, 256], heatmap_size=[192, 256],
+                    num_output_channels=channel_cfg['num_output_channels'], num_joints=channel_cfg['dataset_joints'],
+                    soft_nms=False, nms_thr=1.0, oks_thr=0.9, vis_thr=0.2, use_gt_bbox=False, det_bbox_thr=0.0,
+                    bbox_file=f'{data_root}/person_detection_results/'
+                    'COCO_val2017_detections_AP_H_56_person.json')
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TopDownRandomFlip', flip_prob=0.5),
+        dict(type='TopDownHalfBodyTransform', num_joints_half_body=8, prob_half_body=0.3),
+        dict(type='TopDownGetRandomScaleRotation', rot_factor=40, scale_factor=0.5),
+        dict(type='TopDownAffine'), dict(type='ToTensor'),
+        dict(type='NormalizeTensor', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        dict(type='TopDownGenerateTarget', sigma=8),
+    ]
+    val_pipeline = [dict(type='LoadImageFromFile'), dict(type='TopDownAffine'), dict(type='ToTensor'),
+                    dict(type='NormalizeTensor', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])]
+    test_pipeline = val_pipeline
+    data = dict(samples_per_gpu=32, workers_per_gpu=2,
+                test=dict(type='TopDownCocoDataset', ann_file=f'{data_root}/annotations/val.json',
+                          img_prefix=f'{data_root}/images/val2017/', data_cfg=data_cfg, pipeline=val_pipeline))
+''')
+
+
+def test_official_config_matches_preset(tmp_path) -> None:
+    path = tmp_path / "res50_srpose_coco_256x192.py"
+    path.write_text(OFFICIAL_STYLE)
+    cfg = get_config(path)
+    preset = get_config("res50_srpose_coco_256x192")
+    assert cfg.data["image_size"] == preset.data["image_size"] == [192, 256]
+    assert cfg.data["heatmap_size"] == [192, 256]
+    assert cfg.data["sigma"] == 8.0 and cfg.data["decoder"] == "srpose"
+    assert cfg.data["flip_pairs"] == preset.data["flip_pairs"]
+    assert cfg.train["lr_steps"] == (170, 200) and cfg.train["epochs"] == 210
+    assert cfg.test_cfg["shift_heatmap"] is True
+    a, b = build_model(path, init=False), build_model("res50_srpose_coco_256x192", init=False)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+def test_base_inheritance_and_dataset_info(tmp_path) -> None:
+    (tmp_path / "_base_").mkdir()
+    (tmp_path / "_base_" / "ds.py").write_text(textwrap.dedent('''
+        dataset_info = dict(dataset_name='toy', keypoint_info={
+            0: dict(name='nose', id=0, swap=''),
+            1: dict(name='left_eye', id=1, swap='right_eye'),
+            2: dict(name='right_eye', id=2, swap='left_eye')})
+        optimizer = dict(type='Adam', lr=1e-3, weight_decay=0.0)
+    '''))
+    (tmp_path / "child.py").write_text(textwrap.dedent('''
+        _base_ = ['_base_/ds.py']
+        optimizer = dict(lr=5e-4)
+        x = [i for i in range(3)] if False else 1
+    '''))
+    with pytest.raises(ConfigError, match="child.py:4: IfExp is not supported"):
+        read_mmpose_config(tmp_path / "child.py")
+    (tmp_path / "child.py").write_text("_base_ = ['_base_/ds.py']\noptimizer = dict(lr=5e-4)\n")
+    raw = read_mmpose_config(tmp_path / "child.py")
+    assert raw["optimizer"] == {"type": "Adam", "lr": 5e-4, "weight_decay": 0.0}
+    assert raw["dataset_info"]["keypoint_info"][1]["swap"] == "right_eye"
+
+
+def test_config_errors(tmp_path) -> None:
+    (tmp_path / "imp.py").write_text("import os\nmodel = dict()\n")
+    with pytest.raises(ConfigError, match="imports are not supported"):
+        read_mmpose_config(tmp_path / "imp.py")
+    (tmp_path / "nomodel.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="no top-level `model`"):
+        get_config(tmp_path / "nomodel.py")
+    with pytest.raises(FileNotFoundError, match="missing.py"):
+        get_config(tmp_path / "missing.py")
+    (tmp_path / "bad.py").write_text("model = dict(\n")
+    with pytest.raises(ConfigError, match="bad.py:.*not valid Python"):
+        read_mmpose_config(tmp_path / "bad.py")
+    (tmp_path / "use.py").write_text("a = b\n")
+    with pytest.raises(ConfigError, match="name 'b' is used before it is assigned"):
+        read_mmpose_config(tmp_path / "use.py")
+
+
+def test_json_config_round_trip(tmp_path) -> None:
+    cfg = get_config("hrnet_w32_sr_coco_256x192")
+    p = tmp_path / "my.json"
+    p.write_text(json.dumps(cfg.to_dict()))
+    again = get_config(p)
+    assert again.model == json.loads(json.dumps(cfg.model))
+    m = build_model(p, init=False)
+    assert "keypoint_head.heatmap_head.weight" in m.state_dict()
+
+
+def test_with_input_size_scales_heatmaps() -> None:
+    cfg = get_config("res50_coco_256x192").with_input_size(96, 128)
+    assert cfg.image_size == (96, 128) and cfg.heatmap_size == (24, 32)
+    m = build_model(cfg, init=False)
+    with torch.no_grad():
+        assert tuple(m(torch.zeros(1, 3, 128, 96)).shape) == (1, 17, 32, 24)

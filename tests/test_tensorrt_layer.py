@@ -1,0 +1,949 @@
+"""TensorRT layer and profiler: API names vs the real bindings, build/sidecar flow on a fake ``trt``, profiler
+statistics, and (with TensorRT and a GPU) a real build-and-run against ONNX Runtime."""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines import _trt_compat as compat
+from engines import profiler
+from engines import tensorrt as trt_layer
+from engines.base import Backend
+
+ROOT = Path(__file__).resolve().parents[1]
+TRT_API = ROOT.parent / "shared" / "trt_api"
+V10 = ("10.13.3.9", "10.16.1.11")
+V11 = ("11.4.0.106",)
+
+# ============================================================================ (1) TensorRT names vs binding tables
+
+
+@dataclass(frozen=True)
+class Use:
+    name: str
+    scope: str  # "all": every version; "legacy": 10.x only; "probe": at least one version
+    where: str
+
+
+def _is_legacy(stack: list[str]) -> bool:
+    return any("legacy" in s.lower() for s in stack)
+
+
+def _annotation_names(ann: ast.AST | None) -> list[str] | None:
+    """Attribute names after ``trt.`` in a string (or expression) annotation; None when it is not a trt type."""
+    if ann is None:
+        return None
+    text = ann.value if isinstance(ann, ast.Constant) and isinstance(ann.value, str) else ast.unparse(ann)
+    if "trt." not in text:
+        return None
+    return [part.split(".", 1)[1].split("]")[0].split("|")[0].strip()
+            for part in text.replace(" ", "").split(",") if part.startswith("trt.")] or [text.split("trt.")[1]]
+
+
+class _Analyzer:
+    """Collects every TensorRT name the code touches.
+
+    Tainted (TensorRT-derived) values: the name ``trt``, ``x.trt``, calls of ``require_trt``, parameters annotated
+    ``"trt.X"``, and anything assigned from an attribute/call/subscript of a tainted value (per function, flow
+    insensitive; ``self.attr`` per module). Wrapping a value in ``str()``/``int()``/``tuple()`` ends the taint.
+    Uses: attributes read or written on tainted values, keyword names of calls of tainted callables, constant names
+    in ``hasattr``/``getattr`` on tainted values (probes), and public methods of classes deriving from a tainted base.
+    """
+
+    def __init__(self, tree: ast.Module, filename: str) -> None:
+        self.tree, self.filename = tree, filename
+        self.self_taint: set[str] = set()
+        self.uses: list[Use] = []
+
+    # -- taint ----------------------------------------------------------------------------------------------
+    def tainted(self, e: ast.AST, local: set[str]) -> bool:
+        if isinstance(e, ast.Name):
+            return e.id == "trt" or e.id in local
+        if isinstance(e, ast.Attribute):
+            if e.attr == "trt":
+                return True
+            if isinstance(e.value, ast.Name) and e.value.id == "self":
+                return f"self.{e.attr}" in self.self_taint
+            return self.tainted(e.value, local)
+        if isinstance(e, ast.Call):
+            f = e.func
+            if (isinstance(f, ast.Name) and f.id == "require_trt") or (
+                    isinstance(f, ast.Attribute) and f.attr == "require_trt"):
+                return True
+            return self.tainted(f, local)
+        if isinstance(e, ast.Subscript):
+            return self.tainted(e.value, local)
+        return False
+
+    def _bind(self, target: ast.AST, value: ast.AST, local: set[str]) -> bool:
+        changed = False
+        if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) \
+                and len(target.elts) == len(value.elts):
+            for t, v in zip(target.elts, value.elts):
+                changed |= self._bind(t, v, local)
+            return changed
+        if not self.tainted(value, local):
+            return False
+        for t in ast.walk(target) if isinstance(target, (ast.Tuple, ast.List)) else [target]:
+            if isinstance(t, ast.Name) and t.id not in local:
+                local.add(t.id)
+                changed = True
+            elif isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                key = f"self.{t.attr}"
+                if key not in self.self_taint:
+                    self.self_taint.add(key)
+                    changed = True
+        return changed
+
+    def _own_nodes(self, fn: ast.AST):
+        """Nodes of ``fn``'s body, not descending into nested functions/classes."""
+        todo = list(ast.iter_child_nodes(fn))
+        while todo:
+            n = todo.pop()
+            yield n
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                todo.extend(ast.iter_child_nodes(n))
+
+    def _params(self, fn: ast.AST, stack: list[str]) -> tuple[set[str], set[str]]:
+        tainted, plain = set(), set()
+        a = fn.args
+        for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+            if p is None:
+                continue
+            names = _annotation_names(p.annotation)
+            if names is None:
+                plain.add(p.arg)
+            else:
+                tainted.add(p.arg)
+                for n in names:
+                    self.uses.append(Use(n, "legacy" if _is_legacy(stack) else "all", f"{self.filename}:{p.lineno}"))
+        return tainted, plain
+
+    def _local_taint(self, fn: ast.AST, inherited: set[str], stack: list[str]) -> set[str]:
+        local = set(inherited)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            tainted, plain = self._params(fn, stack) if not isinstance(fn, ast.Lambda) else (set(), set())
+            local = (local - plain) | tainted
+        changed = True
+        while changed:
+            changed = False
+            for n in self._own_nodes(fn):
+                if isinstance(n, ast.Assign):
+                    for t in n.targets:
+                        changed |= self._bind(t, n.value, local)
+                elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
+                    changed |= self._bind(n.target, n.value, local)
+                elif isinstance(n, ast.For):
+                    changed |= self._bind(n.target, n.iter, local)
+                elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+                    changed |= self._bind(n.optional_vars, n.context_expr, local)
+        return local
+
+    # -- uses -----------------------------------------------------------------------------------------------
+    def _collect(self, fn: ast.AST, local: set[str], stack: list[str]) -> None:
+        scope = "legacy" if _is_legacy(stack) else "all"
+        for n in self._own_nodes(fn):
+            where = f"{self.filename}:{getattr(n, 'lineno', '?')}"
+            if isinstance(n, ast.Attribute) and self.tainted(n.value, local):
+                if not (n.attr.startswith("__") and n.attr != "__version__"):
+                    self.uses.append(Use(n.attr, scope, where))
+            if isinstance(n, ast.Call):
+                if isinstance(n.func, ast.Name) and n.func.id in ("hasattr", "getattr") and len(n.args) >= 2 \
+                        and isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str) \
+                        and self.tainted(n.args[0], local):
+                    self.uses.append(Use(n.args[1].value, "probe", where))
+                elif isinstance(n.func, ast.Attribute) and self.tainted(n.func, local):
+                    for kw in n.keywords:
+                        if kw.arg:
+                            self.uses.append(Use(kw.arg, scope, where))
+            if isinstance(n, ast.ClassDef) and any(self.tainted(b, local) for b in n.bases):
+                cscope = "legacy" if _is_legacy(stack + [n.name]) else "all"
+                for item in n.body:
+                    if isinstance(item, ast.FunctionDef) and not item.name.startswith("_") and not any(
+                            isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list):
+                        self.uses.append(Use(item.name, cscope, f"{self.filename}:{item.lineno}"))
+
+    def _walk(self, node: ast.AST, inherited: set[str], stack: list[str], collect: bool) -> None:
+        local = self._local_taint(node, inherited, stack)
+        if collect:
+            self._collect(node, local, stack)
+        for n in self._own_nodes(node):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self._walk(n, local, stack + [n.name], collect)
+
+    def run(self) -> list[Use]:
+        for _ in range(4):  # self.attr taint flows between methods: iterate to a fixed point
+            before = set(self.self_taint)
+            self._walk(self.tree, set(), [], collect=False)
+            if self.self_taint == before:
+                break
+        self.uses = []
+        self._walk(self.tree, set(), [], collect=True)
+        return self.uses
+
+
+def analyze_source(source: str, filename: str = "<src>") -> list[Use]:
+    return _Analyzer(ast.parse(source), filename).run()
+
+
+def _tables() -> dict[str, set[str]]:
+    return {f.stem.split("-", 1)[1]: set(f.read_text().split()) for f in sorted(TRT_API.glob("tensorrt-*.names"))}
+
+
+def _present(name: str, table: set[str]) -> bool:
+    """As ../shared/tools/trt_names.py: listed, or the tail of a listed name (the linker merges string tails)."""
+    return name in table or any(s.endswith(name) for s in table)
+
+
+def violations(uses: list[Use], tables: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for u in uses:
+        if u.scope == "probe":
+            versions = list(tables)
+            ok = any(_present(u.name, tables[v]) for v in versions)
+        else:
+            versions = [v for v in tables if u.scope == "all" or v.startswith("10.")]
+            ok = all(_present(u.name, tables[v]) for v in versions)
+        if not ok:
+            missing = [v for v in versions if not _present(u.name, tables[v])]
+            bad.append(f"{u.where}: {u.name!r} ({u.scope}) missing in TensorRT {', '.join(missing)}")
+    return sorted(set(bad))
+
+
+needs_tables = pytest.mark.skipif(not TRT_API.is_dir(), reason=f"{TRT_API} (binding name tables) is absent")
+
+
+@needs_tables
+def test_tables_cover_both_major_versions():
+    tables = _tables()
+    assert set(V10 + V11) <= set(tables), f"expected tables for {V10 + V11}, found {sorted(tables)}"
+
+
+@needs_tables
+def test_every_tensorrt_name_in_engines_exists_in_the_bindings():
+    uses = []
+    for f in sorted((ROOT / "engines").glob("*.py")):
+        uses += analyze_source(f.read_text(), f"engines/{f.name}")
+    names = {u.name for u in uses}
+    # Not vacuous: the analyzer must see the whole build and run sequences.
+    must = {"Builder", "create_network", "STRONGLY_TYPED", "OnnxParser", "parse_from_file", "num_errors",
+            "get_error", "set_memory_pool_limit", "WORKSPACE", "builder_optimization_level",
+            "create_optimization_profile", "set_shape", "add_optimization_profile", "create_timing_cache",
+            "set_timing_cache", "ignore_mismatch", "get_timing_cache", "serialize", "build_serialized_network",
+            "Runtime", "deserialize_cuda_engine", "create_execution_context", "num_io_tensors", "get_tensor_name",
+            "get_tensor_mode", "TensorIOMode", "get_tensor_dtype", "get_tensor_profile_shape", "set_input_shape",
+            "get_tensor_shape", "set_tensor_address", "execute_async_v3", "device_memory_size_v2", "nptype",
+            "__version__", "IInt8EntropyCalibrator2", "get_batch", "write_calibration_cache", "int8_calibrator",
+            "set_calibration_profile", "FP16", "INT8"}
+    assert must <= names, f"analyzer missed {sorted(must - names)}"
+    assert len(names) >= 50, f"only {len(names)} TensorRT names found: {sorted(names)}"
+    legacy = {u.name for u in uses if u.scope == "legacy"}
+    assert {"IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile"} <= legacy
+    assert violations(uses, _tables()) == []
+
+
+@needs_tables
+def test_name_check_flags_removed_and_made_up_names():
+    src = '''
+from engines import _trt_compat as compat
+
+def run(context: "trt.IExecutionContext", stream):
+    trt = compat.require_trt()
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    context.execute_async_v2(no_such_kwarg=[0], stream_handle=stream)
+    cfg = trt.Builder(None).create_builder_config()
+    cfg.set_flag(trt.BuilderFlag.FP16)
+    a, b = cfg, 3
+    a.int8_calibrator = None
+
+def _legacy_fp16(config: "trt.IBuilderConfig"):
+    trt = compat.require_trt()
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.int8_calibrator = None
+    return hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "NO_SUCH_FLAG")
+
+class Thing:
+    def __init__(self, path):
+        self._engine = compat.trt.Runtime(None).deserialize_cuda_engine(b"")
+        self.path = path
+    def go(self):
+        self.path.exists()  # plain objects are not checked
+        return self._engine.get_binding_index("x")
+'''
+    bad = "\n".join(violations(analyze_source(src), _tables()))
+    for flagged in ("'EXPLICIT_BATCH' (all)", "'execute_async_v2' (all)", "'no_such_kwarg' (all)", "'FP16' (all)",
+                    "'int8_calibrator' (all)", "'get_binding_index' (all)", "'NO_SUCH_FLAG' (probe)"):
+        assert flagged in bad, f"{flagged} not flagged in:\n{bad}"
+    assert "(legacy)" not in bad  # FP16 / int8_calibrator exist in 10.x
+    assert "exists" not in bad and "'stream_handle'" not in bad and "IExecutionContext" not in bad
+
+
+# ============================================================================ helpers: tiny ONNX model
+
+
+def make_onnx(path: Path, *, batch="N", metadata: dict | None = None, channels=3, h=16, w=12, k=5) -> Path:
+    """Conv(3->k, 3x3, stride 2) + ReLU: N x 3 x h x w -> N x k x h/2 x w/2 "heatmaps"."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    wgt = numpy_helper.from_array((rng.standard_normal((k, channels, 3, 3)) * 0.2).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(k).astype(np.float32) * 0.1, "b")
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["heatmaps"], name="relu")]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, channels, h, w])],
+        [helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [batch, k, h // 2, w // 2])],
+        [wgt, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, val in (metadata or {}).items():
+        p = model.metadata_props.add()
+        p.key, p.value = key, str(val)
+    onnx.save(model, str(path))
+    return path
+
+
+META = {"batch_min": 1, "batch_opt": 2, "batch_max": 4, "precision": "fp16", "flip": "1", "model": "tiny"}
+
+
+# ============================================================================ (2) fake TensorRT: build + run
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.mem: dict[int, np.ndarray] = {}  # fake device memory by pointer
+        self.flags = None
+        self.flags_set: list = []
+        self.profiles: list = []
+        self.calls: list[str] = []
+        self.fail_build = False
+        self.fail_parse = False
+
+
+def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = True) -> types.ModuleType:
+    """The minimal TensorRT surface the layer uses; ``weak`` = 10.x (precision flags exist), else 11.x."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class Logger:
+        VERBOSE, WARNING = 0, 2
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 5
+
+    class BuilderFlag:
+        pass
+
+    if weak:
+        BuilderFlag.FP16, BuilderFlag.INT8 = "FP16", "INT8"
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = {name: (tuple(lo), tuple(opt), tuple(hi))}
+
+    class Cache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return memoryview(self.blob + b"+tuned")
+
+    class Config:
+        builder_optimization_level = 3
+
+        def set_memory_pool_limit(self, pool, size):
+            state.calls.append(f"workspace {size}")
+
+        def add_optimization_profile(self, p):
+            state.profiles.append(p.shapes)
+
+        def create_timing_cache(self, blob):
+            return Cache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def set_flag(self, flag):
+            state.flags_set.append(flag)
+
+    class ParserError:
+        def node(self):
+            return 1
+
+        def node_name(self):
+            return "relu"
+
+        def node_operator(self):
+            return "Relu"
+
+        def desc(self):
+            return "unsupported thing"
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            self.num_errors = int(state.fail_parse)
+            return not state.fail_parse
+
+        def get_error(self, i):
+            return ParserError()
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            state.flags = flags
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return None if state.fail_build else memoryview(b"PLAN:tiny-engine")
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.addr, self.n = engine, {}, None
+
+        def set_input_shape(self, name, shape):
+            self.n = shape[0]
+            return True
+
+        def get_tensor_shape(self, name):
+            s = self.engine.shapes[name]
+            return (self.n, *s[1:])
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream):
+            x = state.mem[self.addr["input"]]
+            n = self.n
+            xin = x[: n * 3 * 16 * 12].reshape(n, 3, 16, 12)
+            out = state.mem[self.addr["heatmaps"]]
+            vals = xin.mean(axis=(1, 2, 3))[:, None] + np.arange(5 * 8 * 6, dtype=np.float32)[None]
+            out[: n * 5 * 8 * 6] = vals.reshape(-1)
+            return True
+
+    class Engine:
+        shapes = {"input": (-1, 3, 16, 12), "heatmaps": (-1, 5, 8, 6)}
+        num_io_tensors = 2
+        device_memory_size_v2 = 1234
+
+        def get_tensor_name(self, i):
+            return ["input", "heatmaps"][i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name == "input" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+        def get_tensor_shape(self, name):
+            return self.shapes[name]
+
+        def get_tensor_profile_shape(self, name, index):
+            return [(1, 3, 16, 12), (2, 3, 16, 12), (4, 3, 16, 12)]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return Engine() if bytes(plan).startswith(b"PLAN:") else None
+
+    trt.Logger, trt.NetworkDefinitionCreationFlag, trt.BuilderFlag = Logger, NetworkDefinitionCreationFlag, BuilderFlag
+    trt.MemoryPoolType, trt.TensorIOMode, trt.OnnxParser = MemoryPoolType, TensorIOMode, OnnxParser
+    trt.Builder, trt.Runtime = Builder, Runtime
+    trt.nptype = lambda dt: {"float32": np.float32, "float16": np.float16}[dt]
+    return trt
+
+
+class FakeOps(compat.CudaOps):
+    """Host memory posing as device memory; events advance a fake clock by 1 ms for the compute interval."""
+
+    kind = "fake"
+    supports_graphs = True
+
+    def __init__(self, state: FakeState, gpu=None) -> None:
+        self.state, self._gpu = state, gpu or {"name": "Fake GPU", "compute_capability": "8.9"}
+        self.t = 0.0
+        self.closed = False
+        self.captured = 0
+
+    def gpu(self):
+        return dict(self._gpu)
+
+    def alloc(self, capacity, dtype):
+        dev = np.zeros(capacity, dtype)
+        ptr = 1000 + len(self.state.mem)
+        self.state.mem[ptr] = dev
+        return compat.DeviceBuffer(ptr, capacity, dtype, np.zeros(capacity, dtype))
+
+    def upload(self, buf, array):
+        self.state.mem[buf.ptr][: array.size] = array.reshape(-1)
+        self.t += 0.25
+
+    def download(self, buf, count):
+        buf.host[:count] = self.state.mem[buf.ptr][:count]
+        self.t += 0.25
+        return buf.host[:count]
+
+    def event(self):
+        return [None]
+
+    def record(self, ev):
+        self.t += 0.0
+        ev[0] = self.t
+
+    def elapsed_ms(self, a, b):
+        return b[0] - a[0]
+
+    def synchronize(self):
+        pass
+
+    def capture(self, fn):
+        self.captured += 1
+        return fn
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Inject a fake 10.x ``trt`` and a fake GPU into ``_trt_compat``; returns (state, install(version, weak, gpu))."""
+    state = FakeState()
+    ops_made: list[FakeOps] = []
+
+    def install(version="10.16.1.11", weak=True, gpu=None):
+        monkeypatch.setattr(compat, "trt", make_fake_trt(state, version, weak))
+        info = gpu or {"name": "Fake GPU", "compute_capability": "8.9"}
+        monkeypatch.setattr(compat, "gpu_info", lambda device=0, memory="auto": dict(info))
+
+        def cuda_ops(kind="auto", device=0):
+            ops_made.append(FakeOps(state, info))
+            return ops_made[-1]
+
+        monkeypatch.setattr(compat, "cuda_ops", cuda_ops)
+
+    install()
+    state.ops_made = ops_made
+    return state, install
+
+
+def _kernel_ref(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    return (x.mean(axis=(1, 2, 3))[:, None] + np.arange(240, dtype=np.float32)[None]).reshape(n, 5, 8, 6)
+
+
+def test_build_writes_plain_plan_and_sidecar(tmp_path, fake):
+    state, _ = fake
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata=META)
+    cache = tmp_path / "tiny.timing"
+    cache.write_bytes(b"old")
+    side = trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine", workspace_gib=0.5, opt_level=4,
+                                  timing_cache=cache)
+    plan = (tmp_path / "tiny.engine").read_bytes()
+    assert plan == b"PLAN:tiny-engine"  # a plain plan: no header
+    assert state.flags == 1 << 5  # 10.x: STRONGLY_TYPED flag, never EXPLICIT_BATCH
+    assert state.flags_set == []  # no precision flags on a strongly typed build
+    assert "workspace 536870912" in state.calls
+    assert state.profiles == [{"input": ((1, 3, 16, 12), (2, 3, 16, 12), (4, 3, 16, 12))}]  # from metadata
+    assert cache.read_bytes() == b"old+tuned"  # loaded, then saved
+    on_disk = json.loads((tmp_path / "tiny.engine.json").read_text())
+    assert on_disk == side
+    assert side["tensorrt_version"] == "10.16.1.11"
+    assert side["gpu"] == {"name": "Fake GPU", "compute_capability": "8.9"}
+    assert side["precision"] == "fp16" and side["legacy"] is None and side["strongly_typed"] is True
+    assert side["profile"] == {"input": "input", "min": [1, 3, 16, 12], "opt": [2, 3, 16, 12], "max": [4, 3, 16, 12]}
+    assert side["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 3, 16, 12]}]
+    assert side["outputs"] == [{"name": "heatmaps", "dtype": "float32", "shape": [-1, 5, 8, 6]}]
+    assert side["engine"]["sha256"] == hashlib.sha256(plan).hexdigest()
+    assert side["engine"]["device_memory_bytes"] == 1234
+    assert side["onnx"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert side["onnx_metadata"] == {k: str(v) for k, v in META.items()}
+    assert side["build"]["opt_level"] == 4 and side["build"]["seconds"] >= 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.engine", "tiny.engine.json", "tiny.onnx",
+                                                          "tiny.timing"]
+
+
+def test_build_batch_defaults_and_validation(tmp_path, fake):
+    state, install = fake
+    install(version="11.4.0.106", weak=False)
+    trt_layer.build_engine(make_onnx(tmp_path / "a.onnx"), tmp_path / "a.engine")  # dynamic, no metadata
+    assert state.flags == 0  # 11.x: always strongly typed, no flag
+    assert state.profiles[-1]["input"][0] == (1, 3, 16, 12) == state.profiles[-1]["input"][2]
+    trt_layer.build_engine(make_onnx(tmp_path / "s.onnx", batch=3), tmp_path / "s.engine")  # static batch 3
+    assert state.profiles[-1]["input"][1][0] == 3
+    with pytest.raises(ValueError, match="static batch of 3"):
+        trt_layer.build_engine(tmp_path / "s.onnx", tmp_path / "s2.engine", batch=(1, 2, 8))
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        trt_layer.build_engine(tmp_path / "a.onnx", tmp_path / "b.engine", batch=(4, 2, 8))
+    with pytest.raises(FileNotFoundError, match="srpose export"):
+        trt_layer.build_engine(tmp_path / "missing.onnx", tmp_path / "b.engine")
+    assert not (tmp_path / "b.engine").exists() and not (tmp_path / "s2.engine").exists()
+
+
+def test_failing_build_and_parse_leave_no_file(tmp_path, fake):
+    state, _ = fake
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata=META)
+    before = sorted(tmp_path.iterdir())
+    state.fail_build = True
+    with pytest.raises(RuntimeError, match="failed to build"):
+        trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine", timing_cache=tmp_path / "t.cache")
+    state.fail_build, state.fail_parse = False, True
+    with pytest.raises(RuntimeError, match=r"node 1 'relu' \(Relu\): unsupported thing"):
+        trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine")
+    assert sorted(tmp_path.iterdir()) == before  # no engine, sidecar, cache or temporary file
+
+
+def test_sidecar_write_failure_removes_the_new_plan(tmp_path, fake, monkeypatch):
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata=META)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trt_layer, "json", types.SimpleNamespace(dumps=boom, loads=json.loads))
+    with pytest.raises(OSError, match="disk full"):
+        trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+
+
+def test_legacy_refused_on_11_and_flags_on_10(tmp_path, fake):
+    state, install = fake
+    onnx_path = make_onnx(tmp_path / "tiny.onnx")
+    trt_layer.build_engine(onnx_path, tmp_path / "l.engine", legacy="fp16")
+    assert state.flags == 0 and state.flags_set == ["FP16"]  # weakly typed network + FP16 flag (10.x)
+    assert json.loads((tmp_path / "l.engine.json").read_text())["precision"] == "fp16"
+    with pytest.raises(ValueError, match="legacy='fp8'"):
+        trt_layer.build_engine(onnx_path, tmp_path / "x.engine", legacy="fp8")
+    install(version="11.4.0.106", weak=False)
+    for legacy in ("fp16", "int8"):
+        with pytest.raises(RuntimeError, match=rf"TensorRT 11.4.0.106 removed .*srpose export --precision {legacy}"):
+            trt_layer.build_engine(onnx_path, tmp_path / "x.engine", legacy=legacy, calib_batches=[])
+    assert not (tmp_path / "x.engine").exists()
+
+
+def test_legacy_int8_calibrator_rebatches(tmp_path, fake):
+    state, _ = fake
+    trt = compat.trt
+    calib_made = []
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self):
+            calib_made.append(self)
+
+    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+    calibs = []
+
+    class Config2(trt.Builder(None).create_builder_config().__class__):
+        def set_calibration_profile(self, p):
+            calibs.append(p.shapes)
+
+    orig = trt.Builder.create_builder_config
+    trt.Builder.create_builder_config = lambda self: Config2()
+    try:
+        batches = [np.full((3, 3, 16, 12), i + 1, np.float32) for i in range(3)]  # 9 images -> 4 batches of 2
+        cache = tmp_path / "c.calib"
+        trt_layer.build_engine(make_onnx(tmp_path / "t.onnx", metadata=META), tmp_path / "t.engine",
+                               legacy="int8", calib_batches=batches, calib_cache=cache)
+    finally:
+        trt.Builder.create_builder_config = orig
+    assert state.flags_set == ["FP16", "INT8"]
+    assert calibs == [{"input": ((2, 3, 16, 12),) * 3}]  # calibration profile at the opt batch
+    cal = calib_made[0]
+    assert cal.get_batch_size() == 2 and cal.read_calibration_cache() is None
+    got = []
+    while (ptrs := cal.get_batch(["input"])) is not None:
+        got.append(state.mem[ptrs[0]][: 2 * 3 * 16 * 12].reshape(2, 3, 16, 12)[:, 0, 0, 0].tolist())
+    assert got == [[1, 1], [1, 2], [2, 2], [3, 3]]
+    cal.write_calibration_cache(memoryview(b"scales"))
+    assert cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales"
+
+
+def _build(tmp_path, **meta):
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata={**META, **meta})
+    trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine")
+    return tmp_path / "tiny.engine"
+
+
+def test_backend_runs_and_reports(tmp_path, fake):
+    state, _ = fake
+    engine = _build(tmp_path)
+    be = trt_layer.TensorRTBackend(engine, cuda_graph=True)
+    assert isinstance(be, Backend)
+    assert be.output_kind == "heatmaps" and be.flip_in_graph is True and be.precision == "fp16"
+    assert be.batch_range == (1, 2, 4) and be.input_shape == (3, 16, 12) and be.device_memory_bytes == 1234
+    rng = np.random.default_rng(0)
+    for n in (3, 1, 3):
+        x = rng.standard_normal((n, 3, 16, 12)).astype(np.float32)
+        y = be.infer(x)
+        assert y.shape == (n, 5, 8, 6) and y.dtype == np.float32
+        np.testing.assert_allclose(y, _kernel_ref(x), rtol=1e-5, atol=1e-5)
+    assert state.ops_made[-1].captured == 2  # one graph per batch size
+    assert be.last_timing_ms == 0.0 and be.last_copy_ms == 0.5 and be.timing_source == "device"
+    with pytest.raises(ValueError, match="outside the engine's profile 1..4"):
+        be.infer(np.ones((5, 3, 16, 12), np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        be.infer(np.ones((1, 3, 16, 16), np.float32))
+    be.close()
+    be.close()
+    assert state.ops_made[-1].closed
+    assert trt_layer.TensorRTBackend(_build(tmp_path, flip="0")).flip_in_graph is False
+
+
+def test_backend_refuses_other_tensorrt_or_gpu(tmp_path, fake):
+    state, install = fake
+    engine = _build(tmp_path)
+    install(version="10.13.3.9")
+    with pytest.raises(RuntimeError, match=r"built with TensorRT 10.16.1.11 but this is TensorRT 10.13.3.9.*"
+                                           r"srpose build"):
+        trt_layer.TensorRTBackend(engine)
+    install(gpu={"name": "Fake GPU", "compute_capability": "9.0"})
+    with pytest.raises(RuntimeError, match=r"compute capability 8.9 .* but this is 9.0 .*srpose build"):
+        trt_layer.TensorRTBackend(engine)
+    assert state.ops_made[-1].closed  # the half-made backend released its buffers
+    install(gpu={"name": "Other GPU", "compute_capability": "8.9"})
+    with pytest.raises(RuntimeError, match=r"GPU Fake GPU .* but this is Other GPU .*srpose build"):
+        trt_layer.TensorRTBackend(engine)
+    install()
+    engine.write_bytes(b"PLAN:tampered")
+    with pytest.raises(RuntimeError, match="sha256 mismatch"):
+        trt_layer.TensorRTBackend(engine)
+    trt_layer.sidecar_path(engine).unlink()
+    with pytest.warns(UserWarning, match="no sidecar"):
+        be = trt_layer.TensorRTBackend(engine)
+    assert be.flip_in_graph is False
+
+
+def test_engines_modules_stay_below_srpose_export_eval():
+    for name in ("_trt_compat", "tensorrt", "profiler", "commands"):
+        tree = ast.parse((ROOT / "engines" / f"{name}.py").read_text())
+        for n in ast.walk(tree):
+            mods = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [n.module or ""] if isinstance(n, ast.ImportFrom) and not n.level else []
+            for m in mods:
+                assert m.split(".")[0] not in ("srpose", "export", "eval"), f"engines/{name}.py imports {m}"
+
+
+def test_without_tensorrt_clear_error(tmp_path, monkeypatch):
+    from engines import commands
+
+    monkeypatch.setattr(compat, "trt", None)
+    monkeypatch.setattr(compat, "TRT_IMPORT_ERROR", ImportError("No module named 'tensorrt'"))
+    with pytest.raises(RuntimeError, match=r"TensorRT is not installed: pip install tensorrt \(needs an NVIDIA GPU\)"):
+        trt_layer.build_engine(tmp_path / "x.onnx", tmp_path / "x.engine")
+    p = argparse.ArgumentParser()
+    commands.add_build_arguments(p)
+    args = p.parse_args(["m.onnx", "--out", "m.engine", "--batch", "1,4,8", "--legacy-fp16"])
+    assert args.batch == (1, 4, 8) and args.legacy_fp16
+    with pytest.raises(RuntimeError, match="TensorRT is not installed"):
+        commands.run_build(args)
+    with pytest.raises(SystemExit):
+        p.parse_args(["m.onnx", "--out", "m.engine", "--batch", "8,4,1"])
+
+
+def test_run_build_command(tmp_path, fake, capsys):
+    from engines import commands
+
+    state, install = fake
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata=META)
+    p = argparse.ArgumentParser()
+    commands.add_build_arguments(p)
+    out = tmp_path / "cmd.engine"
+    assert commands.run_build(p.parse_args([str(onnx_path), "--out", str(out), "--batch", "2"])) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert json.loads(trt_layer.sidecar_path(out).read_text())["profile"]["max"][0] == 2
+    args = p.parse_args([str(onnx_path), "--out", str(out), "--legacy-int8"])
+    with pytest.raises(ValueError, match="--calib-ann"):
+        commands.run_build(args)
+    install(version="11.4.0.106", weak=False)
+    called = []
+    args = p.parse_args([str(onnx_path), "--out", str(out), "--legacy-int8", "--calib-ann", "a.json",
+                         "--calib-images", "imgs"])
+    with pytest.raises(RuntimeError, match="srpose export"):
+        commands.run_build(args, calib_factory=lambda a: called.append(a) or [])
+    assert called == []  # refused before reading calibration images
+
+
+# ============================================================================ (3) profiler
+
+
+class TimedFake(Backend):
+    """Known device timings (cycled) and a fake clock advancing by a known wall time per call."""
+
+    name = "fake"
+    timing_source = "device"
+    precision = "fp32"
+
+    def __init__(self, device_ms, wall_ms, clock):
+        super().__init__()
+        self.device_ms, self.wall_ms, self.clock = device_ms, wall_ms, clock
+        self.calls = 0
+        self.seen: list[float] = []
+        self.inputs: list[int] = []
+
+    def infer(self, images, meta=None):
+        assert images.dtype == np.float32 and not np.any(images == 0)
+        self.inputs.append(id(images))
+        self.clock.t += self.wall_ms[self.calls % len(self.wall_ms)] / 1e3
+        self.last_timing_ms = self.device_ms[self.calls % len(self.device_ms)]
+        self.last_copy_ms = 0.5
+        self.seen.append(self.last_timing_ms)
+        self.calls += 1
+        return np.zeros((images.shape[0], 2, 4, 3), np.float32)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_profile_statistics_on_known_timings():
+    clock = FakeClock()
+    dev = [1.0, 2.0, 3.0, 4.0, 10.0]
+    be = TimedFake(dev, [5.0], clock)
+    rows = profiler.profile(be, (3, 8, 6), [1, 4], warmup_s=0.012, duration_s=0.1, progress=False, clock=clock)
+    assert [r["batch"] for r in rows] == [1, 4]
+    r = rows[0]
+    assert r["warmup_iterations"] == 3  # 3 x 5 ms >= 12 ms
+    assert r["iterations"] == 20  # 20 x 5 ms = 100 ms
+    timed = be.seen[3:23]
+    ref = profiler.summarize(timed)
+    assert r["latency_source"] == "device"
+    for k in ("mean", "median", "p90", "p95", "p99", "min", "max"):
+        assert r[f"{k}_ms"] == pytest.approx(ref[k])
+    assert r["min_ms"] == 1.0 and r["max_ms"] == 10.0 and r["mean_ms"] == pytest.approx(4.0)
+    assert r["p99_ms"] == pytest.approx(np.percentile(timed, 99))
+    assert r["wall_mean_ms"] == pytest.approx(5.0) and r["wall_p99_ms"] == pytest.approx(5.0)
+    assert r["throughput_ips"] == pytest.approx(1000 / 4.0)
+    assert r["wall_throughput_ips"] == pytest.approx(1000 / 5.0)
+    assert r["copy_mean_ms"] == 0.5
+    assert rows[1]["throughput_ips"] == pytest.approx(4 * 1000 / rows[1]["mean_ms"])
+    assert len(set(be.inputs[:4])) == 4  # rotating input buffers
+    assert profiler.summarize([2.0])["p99"] == 2.0
+    with pytest.raises(ValueError, match="input_shape"):
+        profiler.profile(be, (8, 6), [1], progress=False)
+
+
+def test_profile_uses_wall_time_when_no_device_timing():
+    clock = FakeClock()
+    be = TimedFake([1.0], [2.0, 4.0], clock)
+    be.timing_source = "wall"
+    (r,) = profiler.profile(be, (3, 8, 6), [2], warmup_s=0.0, duration_s=0.03, min_iterations=10, progress=False,
+                            clock=clock)
+    assert r["latency_source"] == "wall" and r["iterations"] == 10
+    assert r["mean_ms"] == pytest.approx(3.0)
+    assert r["min_ms"] == pytest.approx(2.0) and r["max_ms"] == pytest.approx(4.0)
+    e2e = []
+    (r,) = profiler.profile(be, (3, 8, 6), [1], warmup_s=0.0, duration_s=0.01, min_iterations=3, progress=False,
+                            clock=clock, end_to_end=lambda x: (e2e.append(1), be.infer(x)),
+                            make_input=lambda shape, rng: np.full(shape, 7, np.float32))
+    assert r["end_to_end"] and len(e2e) == r["iterations"] + r["warmup_iterations"]
+
+
+class OrtBackend(Backend):
+    """A minimal ONNX Runtime CPU backend for the profiler test."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path):
+        super().__init__()
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.sess.get_inputs()[0].name
+
+    def infer(self, images, meta=None):
+        t0 = time.perf_counter()
+        out = self.sess.run(None, {self.input_name: images})[0]
+        self.last_timing_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+
+def test_profile_onnxruntime_table_and_plot(tmp_path, capsys):
+    be = OrtBackend(make_onnx(tmp_path / "tiny.onnx"))
+    rows = profiler.profile(be, (3, 16, 12), [1, 2, 4], warmup_s=0.02, duration_s=0.1)
+    assert "[profile] onnxruntime batch 4" in capsys.readouterr().err
+    for r in rows:
+        assert r["latency_source"] == "wall" and r["iterations"] >= 10 and r["copy_mean_ms"] is None
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["throughput_ips"] > 0
+    rows2 = [dict(r, backend="tensorrt", precision="fp16", mean_ms=r["mean_ms"] / 2) for r in rows]
+    table = profiler.format_table(rows + rows2)
+    lines = table.splitlines()
+    assert len(lines) == 2 + 6 and "p99" in lines[0] and "img/s" in lines[0]
+    assert "tensorrt" in lines[-1] and "fp16" in lines[-1]
+    png = profiler.plot_profile(rows + rows2, tmp_path / "plots" / "profile.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    json.dumps(rows)  # rows are JSON-serialisable
+
+
+# ============================================================================ (4) real TensorRT (GPU only)
+
+
+def _real_trt_or_skip():
+    if compat.trt is None:
+        pytest.skip(f"tensorrt does not import here: {compat.TRT_IMPORT_ERROR}")
+    if compat.gpu_info() is None:
+        pytest.skip("no CUDA GPU (or no torch CUDA / cuda-python / pycuda) for TensorRT")
+
+
+@pytest.mark.tensorrt
+def test_real_tensorrt_matches_onnxruntime(tmp_path):
+    _real_trt_or_skip()
+    onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata={"batch_min": 1, "batch_opt": 2, "batch_max": 4,
+                                                            "flip": "0"})
+    side = trt_layer.build_engine(onnx_path, tmp_path / "tiny.engine", workspace_gib=0.25, opt_level=1,
+                                  timing_cache=tmp_path / "tiny.timing")
+    assert side["tensorrt_version"] == compat.trt_version() and (tmp_path / "tiny.timing").exists()
+    ort_be = OrtBackend(onnx_path)
+    x = np.random.default_rng(0).standard_normal((3, 3, 16, 12)).astype(np.float32)
+    for memory, graph in (("auto", False), ("auto", True)):
+        with trt_layer.TensorRTBackend(tmp_path / "tiny.engine", memory=memory, cuda_graph=graph) as be:
+            assert be.output_kind == "heatmaps" and not be.flip_in_graph
+            for n in (3, 1):
+                np.testing.assert_allclose(be.infer(x[:n]), ort_be.infer(x[:n]), rtol=1e-3, atol=1e-3)
+            assert be.last_timing_ms is not None and be.last_timing_ms > 0 and be.last_copy_ms is not None
+            rows = profiler.profile(be, (3, 16, 12), [1, 4], warmup_s=0.05, duration_s=0.2, progress=False)
+            assert all(r["latency_source"] == "device" for r in rows)
