@@ -60,12 +60,16 @@ class OnnxRuntimeBackend(Backend):
     ``providers``: ``None`` (CPU), ``"cuda"`` or a list of provider names. ``threads``: intra-op threads (default:
     ONNX Runtime's choice, all physical cores). Graph optimisation level ALL. Batches larger than the exported
     ``batch_max`` are run in chunks of ``batch_max``.
+
+    ``fp16_emulation``: run a float16 graph with explicit float16 rounding of every float16 tensor (see
+    :mod:`engines._fp16_emulation`); ``None`` (default) does so on the CPU provider only, whose own float16 handling
+    rounds the weights but not the activations. The attribute ``fp16_emulated`` tells which was used.
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, fp16_emulation: bool | None = None) -> None:
         super().__init__()
         import onnxruntime as ort
 
@@ -81,14 +85,20 @@ class OnnxRuntimeBackend(Backend):
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=resolve_providers(providers))
-        except Exception as e:  # onnxruntime raises its own exception types
-            if isinstance(e, RuntimeError) and "not available" in str(e):
-                raise
-            raise ValueError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0] if str(e) else e}") \
-                from None
+        provider_list = resolve_providers(providers)
+        self.session = self._open(str(self.path), opts, provider_list)
+        self.fp16_emulated = False
+        raw_meta = self.session.get_modelmeta().custom_metadata_map
+        if fp16_emulation is not False and (fp16_emulation or provider_list == ["CPUExecutionProvider"]) \
+                and '"fp16"' in raw_meta.get("precision", '"fp16"'):
+            import onnx
+
+            from engines._fp16_emulation import fp16_rounding_graph, has_float16
+
+            proto = onnx.load(str(self.path))
+            if has_float16(proto):
+                self.session = self._open(fp16_rounding_graph(proto).SerializeToString(), opts, provider_list)
+                self.fp16_emulated = True
         self.meta = _decode_meta(self.session.get_modelmeta().custom_metadata_map)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -109,6 +119,15 @@ class OnnxRuntimeBackend(Backend):
         self.batch_max = int(self.meta.get("batch_max", 0)) or None
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime-{self.precision}"
+
+    def _open(self, source: str | bytes, opts: Any, providers: list[str]) -> Any:
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(source, sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"ONNX Runtime cannot load {self.path}: {first}") from None
 
     def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
         """N x 3 x H x W float32 crops -> heatmaps (N x K x h x w) or keypoints (N x K x 3), float32."""

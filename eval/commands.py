@@ -94,6 +94,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=32, metavar="N", help="persons per batch (default: 32)")
     g.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--bottom-up", action="store_true",
+                   help="bottom-up protocol: whole images, no person boxes (implied by bottom-up models)")
     out = parser.add_argument_group("output")
     add_json_arg(out)
     out.add_argument("--results", default=None, metavar="OUT", help="write the keypoint results (COCO format) to OUT")
@@ -144,6 +146,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.workers < 0:
         raise ValueError(f"--batch must be >= 1 and --workers >= 0, got {args.batch} and {args.workers}")
     cfg = get_config(args.model)
+    if getattr(args, "bottom_up", False) or cfg.model.get("type") in ("BottomUp", "AssociativeEmbedding"):
+        from .bottom_up import run_bottom_up_eval
+
+        return run_bottom_up_eval(args, cfg)
     dataset_name = args.dataset or cfg.data.get("dataset", "coco")
     dataset = _make_dataset(args, cfg, dataset_name)
     backend = BACKENDS[args.backend](args, cfg)

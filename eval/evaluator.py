@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from engines.base import Backend
 from srpose.data.datasets import TopDownDataset, collate
@@ -87,10 +87,13 @@ def _check_heatmaps(out: np.ndarray, expected: tuple) -> None:
         raise ValueError(f"backend output has shape {out.shape}, expected {tuple(expected)}")
 
 
-def evaluate(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, Any],
+def _predict(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, Any],
              test_cfg: Mapping[str, Any], *, flip: bool | None = True, post: bool = True, batch_size: int = 32,
-             workers: int = 2, progress: bool = True, results_file: str | Path | None = None) -> EvalResult:
-    """Run ``backend`` over every person crop of ``dataset`` and score the decoded keypoints.
+             workers: int = 2, progress: bool = True, indices: Sequence[int] | None = None) -> dict[str, Any]:
+    """Decoded keypoints of ``backend`` for the person crops ``indices`` of ``dataset`` (all by default).
+
+    Returns the per-person arrays (indexed by dataset index; ``seen`` marks the ones predicted) and the settings.
+    See :func:`evaluate` for the arguments.
 
     ``flip=None`` follows ``test_cfg['flip_test']``; backends with ``flip_in_graph`` are never flipped here.
     ``post=False`` disables the decoder's post-processing (``test_cfg['post_process']`` otherwise).
@@ -130,11 +133,12 @@ def evaluate(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, A
     seen = np.zeros(n, dtype=bool)
     backend_secs = 0.0
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    subset = dataset if indices is None else Subset(dataset, list(indices))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     from tqdm import tqdm
 
     t_start = time.perf_counter()
-    with tqdm(total=n, unit="person", desc=f"eval {backend.name}", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(subset), unit="person", desc=f"eval {backend.name}", disable=not progress, leave=False) as bar:
         for batch in loader:
             images = batch["img"].numpy()
             meta = {k: v for k, v in batch.items() if k != "img"}
@@ -169,11 +173,72 @@ def evaluate(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, A
             bar.update(b)
     elapsed = time.perf_counter() - t_start
 
+    return dict(preds=preds, centers=centers, scales=scales, box_scores=box_scores, image_ids=image_ids, seen=seen,
+                backend_secs=backend_secs, elapsed=elapsed, cfg=cfg, do_flip=do_flip, post_process=post_process,
+                use_post=use_post, decoder=decoder)
+
+
+def predict_shard(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, Any],
+                  test_cfg: Mapping[str, Any], indices: Sequence[int], **kwargs: Any) -> list[np.ndarray]:
+    """Per-person rows (keypoints K x 3, center, scale, box score, image id) for ``indices``: one rank's share of a
+    distributed evaluation; :func:`score_rows` scores the gathered rows."""
+    st = _predict(backend, dataset, data_cfg, test_cfg, indices=indices, **kwargs)
+    return [np.concatenate([st["preds"][i].reshape(-1), st["centers"][i], st["scales"][i],
+                            [st["box_scores"][i], st["image_ids"][i]]]).astype(np.float64) for i in indices]
+
+
+def score_rows(dataset: TopDownDataset, data_cfg: Mapping[str, Any], rows: Sequence[np.ndarray]) -> dict[str, float]:
+    """Metrics of the rows of :func:`predict_shard` gathered for every person of ``dataset`` in index order."""
+    n, k = len(dataset), dataset.num_joints
+    if len(rows) != n or any(r is None for r in rows):
+        raise RuntimeError(f"got {len(rows)} rows for {n} persons; not reporting a partial metric")
+    arr = np.stack(rows)
+    state = dict(preds=arr[:, :3 * k].reshape(n, k, 3).astype(np.float32), centers=arr[:, 3 * k:3 * k + 2],
+                 scales=arr[:, 3 * k + 2:3 * k + 4], box_scores=arr[:, 3 * k + 4],
+                 image_ids=arr[:, 3 * k + 5].astype(np.int64), seen=np.ones(n, bool),
+                 cfg={**dataset.data_cfg, **dict(data_cfg)})
+    return _score(dataset, state, backend_name="sharded")[0]
+
+
+def evaluate(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, Any],
+             test_cfg: Mapping[str, Any], *, flip: bool | None = True, post: bool = True, batch_size: int = 32,
+             workers: int = 2, progress: bool = True, results_file: str | Path | None = None) -> EvalResult:
+    """Run ``backend`` over every person crop of ``dataset`` and score the decoded keypoints.
+
+    ``flip=None`` follows ``test_cfg['flip_test']``; backends with ``flip_in_graph`` are never flipped here.
+    ``post=False`` disables the decoder's post-processing (``test_cfg['post_process']`` otherwise).
+    The metric follows ``dataset.dataset_name``: COCO AP, CrowdPose AP or MPII PCKh. Raises rather than
+    reporting a partial number (empty dataset, missing predictions, non-finite outputs).
+    """
+    st = _predict(backend, dataset, data_cfg, test_cfg, flip=flip, post=post, batch_size=batch_size,
+                  workers=workers, progress=progress)
+    metrics, results, per_joint = _score(dataset, st, backend_name=backend.name)
+    if results_file is not None:
+        from srpose._io import atomic_write_json
+
+        atomic_write_json(results_file, results)
+    n = len(dataset)
+    elapsed = st["elapsed"]
+    return EvalResult(
+        metrics=metrics, dataset=dataset.dataset_name, backend=backend.name, num_persons=n,
+        num_images=int(getattr(dataset, "num_images", len(set(st["image_ids"].tolist())))),
+        images_per_s=n / elapsed if elapsed > 0 else float("inf"),
+        backend_ms_per_person=st["backend_secs"] * 1e3 / n, flip=st["do_flip"],
+        post_process=st["post_process"] if st["use_post"] else None, decoder=st["decoder"], per_joint=per_joint,
+        results_file=None if results_file is None else str(results_file), keypoints=st["preds"])
+
+
+def _score(dataset: TopDownDataset, st: Mapping[str, Any], *, backend_name: str
+           ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, float]]:
+    """(metrics, results, per-joint table) of the predicted persons ``st``."""
+    preds, centers, scales, seen = st["preds"], st["centers"], st["scales"], st["seen"]
+    box_scores, image_ids, cfg = st["box_scores"], st["image_ids"], st["cfg"]
+    n = len(dataset)
     if not seen.all():
         raise RuntimeError(f"{int((~seen).sum())} of {n} persons got no prediction; not reporting a partial metric")
     bad = ~np.isfinite(preds).all(axis=(1, 2))
     if bad.any():
-        raise ValueError(f"backend {backend.name!r} produced non-finite keypoints for {int(bad.sum())} of {n} "
+        raise ValueError(f"backend {backend_name!r} produced non-finite keypoints for {int(bad.sum())} of {n} "
                          f"persons (e.g. indices {np.where(bad)[0][:5].tolist()})")
 
     name = dataset.dataset_name
@@ -201,14 +266,4 @@ def evaluate(backend: Backend, dataset: TopDownDataset, data_cfg: Mapping[str, A
             metrics = coco_keypoint_eval(dataset.ann_file, results, sigmas=dataset.sigmas)
         else:
             raise ValueError(f"no metric for dataset {name!r}: expected coco, crowdpose or mpii")
-    if results_file is not None:
-        from srpose._io import atomic_write_json
-
-        atomic_write_json(results_file, results)
-    return EvalResult(
-        metrics=metrics, dataset=name, backend=backend.name, num_persons=n,
-        num_images=int(getattr(dataset, "num_images", len(set(image_ids.tolist())))),
-        images_per_s=n / elapsed if elapsed > 0 else float("inf"),
-        backend_ms_per_person=backend_secs * 1e3 / n, flip=do_flip,
-        post_process=post_process if use_post else None, decoder=decoder, per_joint=per_joint,
-        results_file=None if results_file is None else str(results_file), keypoints=preds)
+    return metrics, results, per_joint

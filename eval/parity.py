@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from srpose.config import PoseConfig
 
-__all__ = ["add_parity_arguments", "run_parity", "run_parity_check", "ParityProbe", "to_markdown", "plot_parity"]
+__all__ = ["add_parity_arguments", "run_parity", "run_parity_check", "ParityProbe", "models_over_drop", "to_markdown",
+           "plot_parity"]
 
 
 class ParityProbe(Backend):
@@ -153,6 +154,14 @@ def run_parity_check(model: "nn.Module", cfg: "PoseConfig", model_files: Sequenc
     return report
 
 
+def models_over_drop(report: Mapping[str, Any], max_drop: float | None) -> list[str]:
+    """Names of the models whose primary metric is more than ``max_drop`` below the reference (none if ``None``)."""
+    if max_drop is None:
+        return []
+    key = report["primary_metric"]
+    return [m["name"] for m in report["models"] if -m["delta"][key] > max_drop + 1e-12]
+
+
 def to_markdown(report: Mapping[str, Any]) -> str:
     """The parity report as a Markdown table."""
     key = report["primary_metric"]
@@ -281,9 +290,7 @@ def run_parity(args: argparse.Namespace) -> int:
                                   workers=args.workers, threads=args.threads, progress=not args.quiet,
                                   checkpoint_sha256=sha)
     key = report["primary_metric"]
-    failed = []
-    if args.max_ap_drop is not None:
-        failed = [m["name"] for m in report["models"] if -m["delta"][key] > args.max_ap_drop]
+    failed = models_over_drop(report, args.max_ap_drop)
     report["max_ap_drop"] = args.max_ap_drop
     report["failed"] = failed
     md = to_markdown(report)

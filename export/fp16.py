@@ -10,19 +10,25 @@ an older ``onnx``; the transformation we need is small and fully checkable here:
    flushed-to-zero values are reported);
 3. a ``Cast`` is inserted wherever a tensor crosses between the float16 and float32 regions, including after the
    graph input and before each graph output, so the I/O stays float32;
-4. inputs whose schema does not accept float16 (e.g. ``Resize`` scales) stay float32, and ``Cast``/``Constant``/
-   ``ConstantOfShape`` nodes inside the float16 region produce float16;
+4. inputs whose schema does not accept float16 (e.g. ``Resize`` scales) stay float32, float ``Constant`` nodes are
+   treated as initializers, and ``Cast`` / ``ConstantOfShape`` nodes inside the float16 region produce float16;
 5. the result passes ``onnx.checker`` with strict shape/type inference and runs in ONNX Runtime.
 
-ONNX Runtime on the CPU runs float16 nodes that have no CPU kernel by casting around them, so every op output is
-rounded to float16 as on the GPU, while accumulation inside an op is float32 (TensorRT also accumulates FP16
-convolutions in float32 on tensor cores), which makes its error a fair estimate of the engine's.
+Default float32 islands, decided by measuring each candidate on the presets (real COCO crops, float16 rounding
+emulated as in :mod:`engines._fp16_emulation`, output vs the FP32 graph):
 
-Default float32 islands (:data:`DEFAULT_KEEP_FP32_OPS`): normalisation, softmax, mean/variance reductions, exp/log,
-pow/sqrt/erf (HRFormer attention and LayerNorm; GELU's erf) and the decoder (``/decode/*``: pixel coordinates do
-not fit float16's 11-bit mantissa). The SR heads' final grouped conv is *not* kept by default: measured on
-the presets its float16 error is no larger than the backbone's (see ``scripts/bench_onnx.py``); pass
-``keep_fp32_nodes=["*heatmap_head*", "*converge*"]`` to keep it.
+- the heads' output convolutions (``heatmap_head`` / ``converge`` / ``final_layer``) and everything cheap after
+  them (pixel shuffle, in-graph flip merge, decoder): keeping them in float32 cut the decoded-keypoint error of
+  ``res50_srpose`` from 0.80 to 0.06 px (relative L2 5.6e-4 -> 4.8e-4); low-amplitude heatmaps with flat peaks
+  lose their arg-max to float16 rounding otherwise. The decoder always stays float32 (pixel coordinates).
+- ``LayerNormalization`` / ``Softmax`` / reductions / ``Exp`` / ``Log`` (HRFormer attention): no measurable
+  difference in the emulation, which computes inside each op in float32; kept anyway because TensorRT's float16
+  kernels accumulate the sums of squares and exponentials in float16, where they can overflow (NVIDIA's guidance
+  for LayerNorm and attention). ``Erf`` (GELU) and ``Resize`` made no difference; keeping every ``Add`` in
+  float32 helped less than the output conv alone (0.26 px, 80 extra casts). They run in float16.
+
+ONNX Runtime's CPU provider computes float16 nodes in float32 and drops the activation rounding; the ONNX Runtime
+backend therefore runs float16 graphs with explicit rounding on the CPU (see :mod:`engines._fp16_emulation`).
 """
 from __future__ import annotations
 
@@ -37,14 +43,22 @@ import numpy as np
 __all__ = ["DEFAULT_KEEP_FP32_OPS", "DEFAULT_KEEP_FP32_NODES", "Fp16Report", "convert_fp16", "to_mixed_fp16",
            "modelopt_available"]
 
-#: op types kept in float32 by default (numerically fragile in float16: overflow of sums of squares / exp).
+#: op types kept in float32 by default: normalisations and reductions (sums of squares and exponentials overflow
+#: or lose precision in float16 inside TensorRT's kernels), exp/log.
 DEFAULT_KEEP_FP32_OPS: tuple[str, ...] = (
     "LayerNormalization", "GroupNormalization", "InstanceNormalization", "ReduceMean", "ReduceSum",
     "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt",
-    "Reciprocal", "Erf", "Range", "CumSum",
+    "Reciprocal",
 )
-#: node-name patterns (fnmatch) kept in float32 by default: the in-graph decoder.
-DEFAULT_KEEP_FP32_NODES: tuple[str, ...] = ("/decode/*",)
+#: node-name patterns (fnmatch) kept in float32 by default: the heads' output convolutions and the decoder.
+DEFAULT_KEEP_FP32_NODES: tuple[str, ...] = ("*heatmap_head*", "*converge*", "*final_layer*", "/decode/*")
+#: cheap ops that stay float32 when all their activation inputs are float32 (so the tail after a float32 node,
+#: e.g. pixel shuffle and the in-graph flip merge after the final conv, does not round-trip through float16).
+FOLLOW_OPS = frozenset((
+    "Reshape", "Transpose", "DepthToSpace", "SpaceToDepth", "Gather", "GatherElements", "Slice", "Concat", "Split",
+    "Squeeze", "Unsqueeze", "Flatten", "Identity", "Expand", "Tile", "Pad", "Where", "Add", "Sub", "Mul", "Div",
+    "Relu", "Clip", "Max", "Min", "ReduceMax", "ArgMax", "Neg", "Abs", "Sign",
+))
 
 _FP16_MAX = 65504.0
 
@@ -57,6 +71,7 @@ class Fp16Report:
     nodes_fp32: int = 0
     kept_fp32_ops: dict[str, int] = field(default_factory=dict)
     kept_fp32_nodes: list[str] = field(default_factory=list)
+    followed_fp32: int = 0
     casts_inserted: int = 0
     initializers_converted: int = 0
     values_clamped: int = 0
@@ -164,11 +179,17 @@ def to_mixed_fp16(model: "Any", *, keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_F
         low = any(float_in) or any(float_out)
         by_name = _matches(node.name, keep_fp32_nodes)
         keep = by_name or node.op_type in keep_fp32_ops
+        activations = [n for n, f in zip(node.input, float_in) if f and n not in inits]
+        follow = (not keep and node.op_type in FOLLOW_OPS and bool(activations)
+                  and all(cur.get(n, FLOAT) == FLOAT for n in activations))
         if keep and low:
             if by_name:
                 report.kept_fp32_nodes.append(node.name)
             else:
                 report.kept_fp32_ops[node.op_type] = report.kept_fp32_ops.get(node.op_type, 0) + 1
+        elif follow and low:
+            report.followed_fp32 += 1
+        keep = keep or follow
         low = low and not keep and node.domain in ("", "ai.onnx")
         fp16_vars: set[str] = set()
         for i, name in enumerate(node.input):

@@ -9,6 +9,8 @@ Runtime's ``quantize_static`` in QDQ format with TensorRT's conventions:
 - Q/DQ only on the *inputs* of the quantised ops (Conv, ConvTranspose, MatMul, Gemm by default): no Q/DQ on their
   outputs (``OpTypesToExcludeOutputQuantization``), so TensorRT fuses Conv+BN+ReLU(+Add) and picks the output type;
 - biases stay float (``QuantizeBias=False``): TensorRT folds float biases into its int8 kernels itself;
+- only MatMuls with a constant weight are quantised: the attention products of HRFormer and TransPose
+  (activation x activation) stay in float unless ``quantize_activation_matmuls=True``;
 - head output convolutions stay float by default (:data:`DEFAULT_EXCLUDE`): the SR heads' final grouped conv
   (``heatmap_head``, ``converge``) and the simple head's ``final_layer``; the in-graph flip/decoder have no
   quantisable ops.
@@ -152,30 +154,34 @@ def _save_ranges(path: Path, key: str, method: str, ranges: Any, meta: dict[str,
                                  ranges=dict(sorted(data.items()))))
 
 
-def _load_ranges(path: Path, key: str, method_enum: Any) -> Any | None:
+def _load_ranges(path: Path, key: str, method_enum: Any) -> tuple[Any | None, dict[str, Any]]:
+    """(ranges, meta) of a cache file, or (None, {}) when it is unreadable or for another key."""
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
     try:
         d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if d.get("format") != CACHE_FORMAT or d.get("key") != key:
-        return None
-    return TensorsData(method_enum, {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
-                                     for name, (lo, hi) in d["ranges"].items()})
+        if d.get("format") != CACHE_FORMAT or d.get("key") != key:
+            return None, {}
+        ranges = {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+                  for name, (lo, hi) in d["ranges"].items()}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None, {}
+    return TensorsData(method_enum, ranges), dict(d.get("meta") or {})
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Any] | None, *,
                   method: str = "entropy", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                   op_types: Sequence[str] = DEFAULT_OP_TYPES, cache_dir: str | Path | None = None,
                   data_key: str | None = None, input_name: str = "input", chunk_batches: int = 8,
-                  percentile: float = 99.999, num_bins: int | None = None) -> Int8Report:
+                  percentile: float = 99.999, num_bins: int | None = None,
+                  quantize_activation_matmuls: bool = False) -> Int8Report:
     """Write the Q/DQ INT8 version of the FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically).
 
     ``calibration``: an iterable of N x 3 x H x W float32 batches (or ``{input_name: batch}`` dicts, or an ONNX
     Runtime ``CalibrationDataReader``), e.g. :class:`export.calibration.CalibrationReader`; may be ``None`` when the
     cache already holds the ranges. ``method``: entropy | max | percentile. ``exclude``: node names or fnmatch
-    patterns kept in float. ``cache_dir`` + ``data_key`` enable the calibration cache (``data_key`` identifies the
+    patterns kept in float (activation x activation MatMuls too, unless ``quantize_activation_matmuls``).
+    ``cache_dir`` + ``data_key`` enable the calibration cache (``data_key`` identifies the
     data, e.g. ``CalibrationReader.data_key()``). The output's metadata gets ``precision="int8"`` and ``int8``.
     """
     import onnx
@@ -194,6 +200,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     op_types = list(op_types)
     model = onnx.load(str(fp32_path))
     excluded = resolve_excluded_nodes(model, exclude, op_types)
+    if not quantize_activation_matmuls:
+        weights = {t.name for t in model.graph.initializer}
+        excluded += [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in excluded
+                     and not (n.input[0] in weights or n.input[1] in weights)]
     unknown = [p for p in exclude if not any(ch in p for ch in "*?[") and p not in {n.name for n in model.graph.node}]
     if unknown:
         raise ValueError(f"nodes to exclude {unknown} are not in {fp32_path.name}; node names look like "
@@ -211,7 +221,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
         key = calibration_cache_key(model_sha256(fp32_path), data_key, method, {**settings, "op_types": op_types})
         cache_path = Path(cache_dir) / f"{fp32_path.stem.split('.')[0]}.{method}.{key[:16]}.calib.json"
         report.cache_file = str(cache_path)
-    ranges = _load_ranges(cache_path, key, method_enum) if cache_path is not None and cache_path.is_file() else None
+    ranges = None
+    if cache_path is not None and cache_path.is_file():
+        ranges, cached_meta = _load_ranges(cache_path, key, method_enum)
+        if ranges is not None:
+            report.calibration_crops = int(cached_meta.get("crops", 0))
+            report.calibration_batches = int(cached_meta.get("batches", 0))
     report.cache_hit = ranges is not None
     if ranges is None:
         if calibration is None:
@@ -220,7 +235,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
             ranges = _calibrate(fp32_path, calibration, method_enum, op_types, input_name, chunk_batches, settings,
                                 report)
         if cache_path is not None:
-            _save_ranges(cache_path, key, method, ranges, dict(model=fp32_path.name, crops=report.calibration_crops))
+            _save_ranges(cache_path, key, method, ranges, dict(model=fp32_path.name, crops=report.calibration_crops,
+                                                               batches=report.calibration_batches))
 
     extra = dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
                  OpTypesToExcludeOutputQuantization=op_types, DedicatedQDQPair=False)
@@ -238,7 +254,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     report.quantized_nodes = _count_quantized(q, op_types)
     del q.metadata_props[:]
     q.metadata_props.extend(model.metadata_props)
-    set_metadata(q, {"precision": "int8", "int8": report.to_dict()})
+    # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
+    set_metadata(q, {"precision": "int8", "int8": dict(
+        method=method, calibration_crops=report.calibration_crops, calibration_key=key, op_types=op_types,
+        excluded_nodes=excluded, quantized_nodes=report.quantized_nodes, settings=settings)})
     onnx.checker.check_model(q, full_check=True)
     from srpose._io import atomic_write_bytes
 

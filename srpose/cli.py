@@ -134,6 +134,13 @@ def _build_add(p: argparse.ArgumentParser) -> None:
     add_build_arguments(p)
 
 
+def _train_run(args: argparse.Namespace) -> int:
+    from eval.train_hooks import eval_fn_from_args
+    from srpose.train.commands import run_train
+
+    return run_train(args, eval_fn_factory=eval_fn_from_args)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "list": ("list the model presets", _cmd_list_args, _cmd_list),
     "info": ("parameters, GMACs and output shape of a model", _cmd_info_args, _cmd_info),
@@ -143,6 +150,10 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                *_lazy("export.commands", "add_export_arguments", "run_export")),
     "parity": ("compare exported models with PyTorch on real crops: output error, AP deltas, throughput",
                *_lazy("eval.parity", "add_parity_arguments", "run_parity")),
+    "train": ("train or fine-tune a model (single process, or many through torchrun)",
+              _lazy("srpose.train.commands", "add_train_arguments", "run_train")[0], _train_run),
+    "generate": ("generate a COCO-format data set of synthetic people (deterministic by seed)",
+                 *_lazy("srpose.data.synthetic", "add_generate_arguments", "run_generate")),
     "build": ("build a TensorRT engine from an exported ONNX graph (strongly typed)", _build_add, _build_run),
     "bench": ("latency and throughput of a backend (torch, onnxruntime, tensorrt) per batch size",
               *_lazy("eval.bench", "add_bench_arguments", "run_bench")),
@@ -152,7 +163,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 def build_parser() -> argparse.ArgumentParser:
     from srpose import __version__
 
-    parser = argparse.ArgumentParser(prog="srpose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="srpose", description="SRPose-TRT: SRPose checkpoints to ONNX and TensorRT; "
+                                     "evaluation, parity, profiling and training.")
     parser.add_argument("--version", action="version", version=f"srpose {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, add, run) in COMMANDS.items():

@@ -222,27 +222,54 @@ def _decode_srpose_np(heatmaps: np.ndarray, cell: int, post: bool) -> Tuple[np.n
     maps = heatmaps.reshape(m, h, w)
     rows = maps[:, : hc * cell]  # view: whole-cell rows
     ar = np.arange(m)
+    # one pass: the first maximum in raster order, (c0, r0); r0 is the first row holding the maximum
     if w % cell == 0:
-        # one pass: the first arg-max in raster order gives the first row holding the maximum
         flat = rows.reshape(m, -1)
         idx = flat.argmax(axis=1)
         score = flat[ar, idx]
-        r0 = idx // w
+        r0, c0 = idx // w, idx % w
     else:
         rowmax = rows[:, :, : wc * cell].max(axis=2)
         r0 = rowmax.argmax(axis=1)
         score = rowmax[ar, r0]
+        c0 = maps[ar, r0, : wc * cell].argmax(axis=1)
     positive = score > 0
-    cy = np.where(positive, r0 // cell, hc - 1)
-    # the winning cell row of every map (1/Hc of the data), as M x cell x Wc x cell
-    bands = rows.reshape(m, hc, cell, w)[ar, cy][:, :, : wc * cell].reshape(m, cell, wc, cell)
-    cellmax = bands.max(axis=1).max(axis=2)  # M x Wc
-    cx = np.where(positive, cellmax.argmax(axis=1), wc - 1)
-    inner = bands[ar, :, cx].reshape(m, -1).argmax(axis=1)  # first maximum inside the cell, raster order
-    px = cx * cell + inner % cell
-    py = cy * cell + inner // cell
+    px, py = _first_in_cell_order_np(maps, score, positive, r0, c0, cell, wc)
+    neg = np.flatnonzero(~positive)
+    if neg.size:  # official: cell (-1, -1), i.e. the first maximum of the bottom-right whole cell
+        last = maps[neg, (hc - 1) * cell: hc * cell, (wc - 1) * cell: wc * cell].reshape(neg.size, -1).argmax(axis=1)
+        px[neg] = (wc - 1) * cell + last % cell
+        py[neg] = (hc - 1) * cell + last // cell
     xy = _quarter_shift_np(maps, px, py, post)
     return xy.reshape(n, k, 2), score.astype(np.float32).reshape(n, k, 1)
+
+
+def _first_in_cell_order_np(maps: np.ndarray, score: np.ndarray, positive: np.ndarray, r0: np.ndarray,
+                            c0: np.ndarray, cell: int, wc: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Turn the first maximum in raster order into the first in cell order (first cell, then first pixel).
+
+    Only a maximum in a row below r0 of the same cell row, left of c0's cell, can come first in cell order, so
+    only those rows (half a cell row per map on average, 1/32 of the data) are read.
+    """
+    m = maps.shape[0]
+    px, py = c0.copy(), r0.copy()
+    count = np.where(positive, (r0 // cell) * cell + (cell - 1) - r0, 0)  # rows after r0 in its cell row
+    owner = np.repeat(np.arange(m), count)
+    if owner.size == 0:
+        return px, py
+    rowno = r0[owner] + 1 + (np.arange(owner.size) - (np.cumsum(count) - count)[owner])
+    rows = maps[owner, rowno, : wc * cell]
+    col = rows.argmax(axis=1)  # the leftmost maximum of each row
+    ccell = col // cell
+    cand = (rows[np.arange(owner.size), col] == score[owner]) & (ccell < (c0 // cell)[owner])
+    if cand.any():
+        best = c0 // cell
+        np.minimum.at(best, owner[cand], ccell[cand])
+        sel = np.flatnonzero(cand & (ccell == best[owner]))  # rows holding the maximum in the winning cell
+        first = sel[np.flatnonzero(np.diff(owner[sel], prepend=-1))]  # the first such row of every map
+        px[owner[first]] = col[first]
+        py[owner[first]] = rowno[first]
+    return px, py
 
 
 def _argmax_np(maps: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

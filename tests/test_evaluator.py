@@ -200,7 +200,7 @@ def test_evaluator_errors(coco_gt):
         _run(_Const((17, 128, 96)), ds, SIMPLE_CFG, flip=False)
     with pytest.raises(ValueError, match="non-finite keypoints for 12 of 12"):
         _run(_Const((17, 64, 48), np.nan), ds, SIMPLE_CFG, flip=False)
-    with pytest.raises(ValueError, match="fp16 inference needs a CUDA device"):
+    with pytest.raises(ValueError, match="precision .fp16. needs a CUDA device"):
         TorchBackend(nn.Identity(), fp16=True)
 
 

@@ -1,10 +1,11 @@
-"""Synthetic COCO-format top-down data: articulated stick-figure people with the 17 COCO joints.
+"""Synthetic COCO-format top-down data: articulated mannequin people with the 17 COCO joints.
 
-Every image holds a few people drawn as thick capsules (left limbs in warm colours, right limbs in cool colours,
-so left/right is learnable despite flip augmentation) on a textured background, sometimes partly covered by
-occluders or cut by the image border. Annotations follow COCO: ``v=2`` visible, ``v=1`` labelled but covered by
-another person or an occluder, ``(0, 0, 0)`` outside the image. Image ``i`` depends only on ``(seed, i)``, so the
-same seed always gives byte-identical files.
+Every image holds a few people drawn as thick capsules with joint balls, hands and feet on a textured background
+(noise, gradients, stripes, blobs), sometimes partly covered by occluders or cut by the image border. Left limbs
+are warm-coloured and right limbs cool-coloured, which makes labels easy to check by eye; under flip augmentation
+left/right is learnt, as for real people, from which way the figure faces (eyes and nose, or hair at the back).
+Annotations follow COCO: ``v=2`` visible, ``v=1`` labelled but covered by another person or an occluder,
+``(0, 0, 0)`` outside the image. Image ``i`` depends only on ``(seed, i)``: the same seed gives byte-identical files.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def _sample_pose(rng: np.random.Generator, height: float, pelvis: np.ndarray) ->
 
 
 def _palette(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
-    """BGR colours of one person: warm left limbs, cool right limbs, random torso and skin."""
+    """BGR colours of one person: warm left limbs, cool right limbs, random torso, skin, joints and shoes."""
     def hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
         px = np.uint8([[[int(h) % 180, int(s), int(v)]]])
         b, g, r = cv2.cvtColor(px, cv2.COLOR_HSV2BGR)[0, 0]
@@ -99,6 +100,8 @@ def _palette(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
         r_lower=hsv(rh - 10, rng.uniform(150, 230), rng.uniform(110, 160)),
         torso=hsv(th, rng.uniform(40, 200), rng.uniform(90, 230)),
         skin=hsv(rng.uniform(5, 20), rng.uniform(60, 150), rng.uniform(140, 240)),
+        joint=hsv(rng.uniform(0, 180), rng.uniform(0, 60), rng.uniform(30, 90)),
+        shoe=hsv(rng.uniform(0, 180), rng.uniform(0, 120), rng.uniform(10, 60)),
         dark=(20, 20, 25),
     )
 
@@ -142,6 +145,9 @@ def _draw_person(img: np.ndarray, mask: np.ndarray | None, pose: dict[str, Any],
         for sd in order:
             for (a, b), t, name in limbs[sd]:
                 _capsule(target, j[a], j[b], t, c(name))
+            kn, an = (L_KN, L_AN) if sd == "l" else (R_KN, R_AN)
+            _disc(target, j[kn], leg * 0.55, c("joint"))  # knee ball
+            _disc(target, j[an], leg * 0.6, c("shoe"))  # foot
         # torso: a filled quad with rounded corners so narrow (side-view) torsos still have body
         cv2.fillConvexPoly(target, torso_poly, c("torso"), cv2.LINE_AA, _SHIFT)
         for a, b in ((L_SH, L_HIP), (R_SH, R_HIP), (L_SH, R_SH), (L_HIP, R_HIP)):
@@ -150,6 +156,9 @@ def _draw_person(img: np.ndarray, mask: np.ndarray | None, pose: dict[str, Any],
         for sd in order:
             for (a, b), t, name in arms[sd]:
                 _capsule(target, j[a], j[b], t, c(name))
+            el, wr = (L_EL, L_WR) if sd == "l" else (R_EL, R_WR)
+            _disc(target, j[el], arm * 0.55, c("joint"))  # elbow ball
+            _disc(target, j[wr], arm * 0.65, c("skin"))  # hand
         _disc(target, pose["head"], pose["head_r"], c("skin"))
         if colors is None:  # face details only on the image
             r = pose["head_r"]

@@ -25,10 +25,18 @@ def _heads() -> dict[str, Callable[..., nn.Module]]:
     from srpose.models.heads import TopDownSimpleHead, TopDownSimpleSRHead, TopDownSRPoseHead
 
     return {"TopDownSimpleHead": TopDownSimpleHead, "TopdownHeatmapSimpleHead": TopDownSimpleHead,
-            "TopDownSimpleSRHead": TopDownSimpleSRHead, "TopDownSRPoseHead": TopDownSRPoseHead}
+            "TopDownSimpleSRHead": TopDownSimpleSRHead, "TopDownSRPoseHead": TopDownSRPoseHead,
+            **_bottom_up_heads()}
 
 
-DETECTOR_TYPES = ("TopDown", "TopDownHigher")
+def _bottom_up_heads() -> dict[str, Callable[..., nn.Module]]:
+    from srpose.models.bottom_up import BottomUpSimpleHead, BottomUpSimpleSRHead
+
+    return {"BottomUpSimpleHead": BottomUpSimpleHead, "AESimpleHead": BottomUpSimpleHead,
+            "BottomUpSimpleSRHead": BottomUpSimpleSRHead}
+
+
+DETECTOR_TYPES = ("TopDown", "TopDownHigher", "BottomUp", "AssociativeEmbedding")
 _DROP_KEYS = ("type", "loss_keypoint", "train_cfg", "test_cfg", "pretrained")
 
 
@@ -59,7 +67,12 @@ def build_model(name_or_config: str | Path | PoseConfig, *, init: bool = True) -
         head_cfg.setdefault("out_channels", cfg.num_joints)
         head_cfg.pop("num_joints")
     head = _instantiate("keypoint_head", _heads(), head_cfg, cfg.source)
-    model = TopDown(backbone, head, cfg)
+    if model_cfg["type"] in ("BottomUp", "AssociativeEmbedding"):
+        from srpose.models.bottom_up import BottomUp
+
+        model = BottomUp(backbone, head, cfg)
+    else:
+        model = TopDown(backbone, head, cfg)
     if init:
         model.init_weights()
     return model.eval()

@@ -159,6 +159,13 @@ def _broadcast(obj: Any, d: _Dist) -> Any:
     return box[0]
 
 
+def _sync_buffers(model: nn.Module, d: _Dist) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank, so all replicas equal the checkpoint."""
+    if d.enabled:
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
 def _run_eval(eval_fn: EvalFn, model: nn.Module, d: _Dist) -> dict[str, float]:
     """Metrics of ``model`` (the same dict on every rank); the model is left in training mode."""
     try:
@@ -388,7 +395,7 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
     net: nn.Module = model
     if d.enabled:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=True)
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     log_path = Path(log_file) if log_file is not None else work_dir / "train_log.jsonl"
     log = _JsonLog(log_path if d.main else None)
@@ -397,7 +404,7 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
         log.write(mode="start", config=cfg.name, epochs=total_epochs, batch_size=bs, world_size=d.world_size,
                   num_samples=len(dataset), steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
                   resume=None if resume is None else str(resume), device=str(dev), amp=amp, seed=seed,
-                  time=time.time())
+                  timestamp=time.time())
 
     latest_path = work_dir / "latest.pth"
     best_path = work_dir / "best.pth"
@@ -453,6 +460,7 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
             ep_t0 = time.perf_counter()
             t_end = time.perf_counter()
             win_losses: list[list[float]] = []
+            win_data, win_step = 0.0, 0.0
             it_in_epoch = 0
             for batch in loader:
                 t_data = time.perf_counter()
@@ -489,16 +497,19 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
                 win_losses.append(vals)
                 ep_data += t_data - t_end
                 ep_step += t_step - t_end
+                win_data += t_data - t_end
+                win_step += t_step - t_end
                 ep_images += len(img)
                 t_end = t_step
                 bar.set_postfix(loss=f"{vals[0]:.3g}", lr=f"{cur_lr:.2e}", refresh=False)
                 bar.update(1)
                 if global_iter % log_every == 0:
                     mean = np.mean(win_losses, axis=0).tolist()
+                    n_win = len(win_losses)
                     log.write(mode="train", epoch=epoch + 1, iter=global_iter, lr=cur_lr, loss=mean[0],
-                              stage_losses=mean[1:], data_time_share=ep_data / max(ep_step, 1e-9),
-                              time=time.time())
-                    win_losses = []
+                              stage_losses=mean[1:], time=win_step / n_win, data_time=win_data / n_win,
+                              data_time_share=win_data / max(win_step, 1e-9), timestamp=time.time())
+                    win_losses, win_data, win_step = [], 0.0, 0.0
                 if max_iters is not None and global_iter >= max_iters:
                     stop = True
                     break
@@ -516,6 +527,7 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
                 dist.all_reduce(t)
                 means = (t / d.world_size).tolist()
             final_loss = means[0]
+            _sync_buffers(model, d)
             partial = it_in_epoch if (stop and it_in_epoch < steps_per_epoch) else 0
             epoch_done = epoch + 1 if partial == 0 else epoch
             epochs_done = epoch_done
@@ -540,7 +552,7 @@ def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: st
                                                                     **{key_indicator: value}))
             history.append(summary)
             if d.main:
-                log.write(mode="epoch", time=time.time(), **summary)
+                log.write(mode="epoch", timestamp=time.time(), **summary)
             if (checkpoint_every and (epoch + 1) % checkpoint_every == 0) or last:
                 checkpoint(epoch_done, partial)
             if d.enabled:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -81,13 +81,12 @@ class _SelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: Tensor, pos: Optional[Tensor]) -> Tensor:
-        """``x``: N x L x E tokens; ``pos``: 1 x L x E or None. Returns N x L x E."""
+    def forward(self, x: Tensor, pos: Optional[Tensor], length: int) -> Tensor:
+        """``x``: N x ``length`` x E tokens; ``pos``: 1 x L x E or None. Returns N x L x E."""
         e, h, d = self.embed_dim, self.num_heads, self.head_dim
         qk_in = x if pos is None else x + pos
         qk = F.linear(qk_in, self.in_proj_weight[: 2 * e], self.in_proj_bias[: 2 * e])
         v = F.linear(x, self.in_proj_weight[2 * e:], self.in_proj_bias[2 * e:])
-        length = x.shape[1]
         # N x L x 2E -> 2 x N x h x L x d (the batch stays a -1 so the ONNX graph keeps it dynamic)
         qk = qk.reshape(-1, length, 2, h, d).permute(2, 0, 3, 1, 4)
         q, k = qk[0], qk[1]
@@ -112,9 +111,9 @@ class _EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, pos: Optional[Tensor]) -> Tensor:
-        """N x L x E -> N x L x E."""
-        x = self.norm1(x + self.dropout1(self.self_attn(x, pos)))
+    def forward(self, x: Tensor, pos: Optional[Tensor], length: int) -> Tensor:
+        """N x L x E -> N x L x E (``length`` = L, a Python int)."""
+        x = self.norm1(x + self.dropout1(self.self_attn(x, pos, length)))
         y = self.linear2(self.dropout(F.relu(self.linear1(x))))
         return self.norm2(x + self.dropout2(y))
 
@@ -134,10 +133,10 @@ class _Encoder(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, x: Tensor, pos: Optional[Tensor]) -> Tensor:
-        """N x L x E -> N x L x E."""
+    def forward(self, x: Tensor, pos: Optional[Tensor], length: int) -> Tensor:
+        """N x L x E -> N x L x E (``length`` = L, a Python int)."""
         for layer in self.layers:
-            x = layer(x, pos)
+            x = layer(x, pos, length)
         return x
 
 
@@ -252,11 +251,11 @@ class TransPoseR(nn.Module):
         c3 = self.layer2(c2)
         feats: Dict[int, Tensor] = {0: c2, 1: c3}
         if 2 in self.out_indices:
-            y = self.reduce(c3)
-            c, h, w = y.shape[1], y.shape[2], y.shape[3]
-            tokens = y.flatten(2).transpose(1, 2)  # N x HW x C, row-major tokens
+            # static sizes (the input size is checked) keep Shape/Gather ops out of the exported graph
+            c, h, w = self.d_model, self.pe_h, self.pe_w
+            tokens = self.reduce(c3).flatten(2).transpose(1, 2)  # N x HW x C, row-major tokens
             pos = None if self.pos_embedding is None else self.pos_embedding.transpose(0, 1)
-            tokens = self.global_encoder(tokens, pos)
+            tokens = self.global_encoder(tokens, pos, h * w)
             feats[2] = tokens.transpose(1, 2).reshape(-1, c, h, w)
         outs = [feats[i] for i in self.out_indices]
         return outs[0] if len(outs) == 1 else outs

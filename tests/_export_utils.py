@@ -1,0 +1,57 @@
+"""Helpers of the export / ONNX Runtime / parity tests: tiny models with the presets' architectures."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from srpose import build_model, get_config
+from srpose.config import PoseConfig
+
+_BASE = {"hrnet": "hrnet_w32", "hrt": "hrt_small"}
+
+
+def tiny_config(kind: str = "hrnet", head: str = "sr", size: tuple[int, int] = (64, 64)) -> PoseConfig:
+    """A preset (``kind`` hrnet|hrt, ``head`` simple|sr|srpose) shrunk to one block per stage and 4-32 channels,
+    at input ``size`` (w, h): the same graph structure in a fraction of the export time."""
+    name = f"{_BASE[kind]}_{head}_coco_256x192".replace("_simple", "")
+    cfg = get_config(name)
+    extra = cfg.model["backbone"]["extra"]
+    extra["stage1"].update(num_blocks=(1,), num_channels=(8,))
+    chans = (4, 8, 16, 32)
+    for i, stage in enumerate(("stage2", "stage3", "stage4")):
+        nb = i + 2
+        extra[stage].update(num_modules=1, num_blocks=(1,) * nb, num_channels=chans[:nb])
+        if kind == "hrt":
+            extra[stage].update(num_heads=[1] * nb, num_mlp_ratios=[2] * nb, num_window_sizes=[4] * nb)
+    h = cfg.model["keypoint_head"]
+    if head == "srpose":
+        h.update(in_channels=list(chans[::-1]), out_channels=[16, 8, 8, 8], per_emb_nums=[2, 2, 2, 2])
+    else:
+        h.update(in_channels=chans[0])
+    cfg.name = f"tiny_{kind}_{head}"
+    return cfg.with_input_size(*size)
+
+
+def tiny_model(cfg: PoseConfig, seed: int = 0) -> torch.nn.Module:
+    """The model of ``cfg`` with PyTorch's default initialisation (clear heatmap peaks, unlike mmpose's N(0, 1e-3)
+    head init), seeded."""
+    torch.manual_seed(seed)
+    return build_model(cfg, init=False).eval()
+
+
+def crops(n: int, cfg: PoseConfig, seed: int = 0) -> np.ndarray:
+    """``n`` random normalised crops of the config's input size."""
+    w, h = cfg.image_size
+    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
+
+
+def torch_out(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def identity_center_scale(n: int, heatmap_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """center / scale for which ``decode_heatmaps`` returns heatmap-pixel coordinates."""
+    w, h = heatmap_size
+    return (np.tile(np.array([[w / 2, h / 2]], np.float32), (n, 1)),
+            np.tile(np.array([[w / 200, h / 200]], np.float32), (n, 1)))

@@ -1,0 +1,74 @@
+"""``srpose parity``: PyTorch against exported models on the same crops; reports and the AP-drop gate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _export_utils import tiny_config, tiny_model
+
+from eval.parity import models_over_drop, plot_parity, run_parity_check, to_markdown
+from export.fp16 import convert_fp16
+from export.onnx_export import export_onnx
+from srpose import save_checkpoint
+from srpose.cli import main as cli_main
+from srpose.data import TopDownCocoDataset
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("parity")
+    cfg = tiny_config("hrnet", "sr")
+    model = tiny_model(cfg)
+    fp32 = export_onnx(model, cfg, d / "m.fp32.onnx", batch=(1, 4, 8))
+    both = export_onnx(model, cfg, d / "m.flip_decode.onnx", batch=(1, 4, 8), flip=True, decode=True)
+    convert_fp16(fp32, d / "m.fp16.onnx")
+    (d / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    save_checkpoint(model, d / "m.pth")
+    return dict(dir=d, cfg=cfg, model=model, fp32=fp32, both=both, fp16=d / "m.fp16.onnx")
+
+
+def test_parity_report(files: dict, coco_sample: dict, tmp_path: Path) -> None:
+    cfg = files["cfg"]
+    ds = TopDownCocoDataset(coco_sample["ann"], coco_sample["images"], cfg.data, use_gt_bbox=True)
+    rep = run_parity_check(files["model"], cfg, [files["fp32"], files["both"], files["fp16"]], ds, flip=True,
+                           batch_size=8, workers=0)
+    assert rep["primary_metric"] == "AP" and rep["persons"] == len(ds) and rep["flip"] is True
+    fp32, both, fp16 = rep["models"]
+    assert (fp32["precision"], both["output_kind"], fp16["precision"]) == ("fp32", "keypoints", "fp16")
+    assert both["flip_in_graph"] and both["flip"] and fp32["flip"]
+    for m in (fp32, both):
+        assert all(abs(v) < 1e-9 for v in m["delta"].values()), m["delta"]
+        assert m["output_error"]["cosine"] > 0.999999 and m["mean_kpt_px"] < 1e-3
+        assert m["persons_per_s"] > 0
+    assert fp32["output_error"]["rel_l2"] < 1e-5
+    assert 0 < fp16["output_error"]["rel_l2"] < 1e-2
+    md = to_markdown(rep)
+    assert "| PyTorch | fp32 |" in md and "| m.fp16.onnx | fp16 |" in md
+    png = plot_parity(rep, tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert models_over_drop(rep, 0.0) == []
+    rep["models"][2]["delta"]["AP"] = -0.05
+    assert models_over_drop(rep, 0.01) == ["m.fp16.onnx"] and models_over_drop(rep, 0.1) == []
+
+
+def test_parity_cli(files: dict, coco_sample: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = files["dir"]
+    argv = ["parity", str(d / "cfg.json"), "--checkpoint", str(d / "m.pth"), "--models", str(files["fp32"]),
+            "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--gt-bbox", "--batch", "8",
+            "--workers", "0", "--quiet", "--max-ap-drop", "0", "--json", str(tmp_path / "p.json"),
+            "--markdown", str(tmp_path / "p.md"), "--plot", str(tmp_path / "p.png")]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    rep = json.loads((tmp_path / "p.json").read_text())
+    assert rep["failed"] == [] and rep["max_ap_drop"] == 0 and len(rep["models"]) == 1
+    assert (tmp_path / "p.md").read_text().startswith("### Parity") and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_parity_rejects_mixed_input_sizes(files: dict, coco_sample: dict, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    cfg = tiny_config("hrnet", "sr", size=(64, 96))
+    other = export_onnx(tiny_model(cfg), cfg, tmp_path / "small.onnx")
+    argv = ["parity", str(files["dir"] / "cfg.json"), "--models", str(files["fp32"]), str(other), "--ann",
+            str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--gt-bbox", "--quiet"]
+    assert cli_main(argv) == 2
+    assert "different input sizes" in capsys.readouterr().err
