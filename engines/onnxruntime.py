@@ -2,6 +2,8 @@
 
 Reads the export metadata (``metadata_props``, JSON values) for the output kind, the in-graph flip test and the batch
 profile; files without that metadata still run (heatmap output assumed unless the output is named ``keypoints``).
+Bottom-up exports report ``output_kind="heatmaps_tags"`` (heatmaps then tag maps), which the top-down evaluator
+does not take.
 """
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
                              "(FP16 exports keep float32 I/O)")
         self.output_kind = str(self.meta.get("output_kind") or
                                ("keypoints" if self.output_name == "keypoints" else "heatmaps"))
-        if self.output_kind not in ("heatmaps", "keypoints"):
+        if self.output_kind not in ("heatmaps", "keypoints", "heatmaps_tags"):
             raise ValueError(f"{self.path}: unknown output_kind {self.output_kind!r} in the metadata")
         self.flip_in_graph = bool(self.meta.get("flip", False))
         self.precision = str(self.meta.get("precision", "fp32"))

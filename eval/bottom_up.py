@@ -8,7 +8,6 @@ ONNX Runtime and oracle backends plug in; :class:`BottomUpOnnxBackend` also runs
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -158,8 +157,8 @@ def _infer(backend: Backend, images: np.ndarray, meta: Mapping[str, Any]) -> tup
 def _check_raw(out: Any, name: str, num_joints: int, hw: tuple[int, int]) -> np.ndarray:
     out = np.asarray(out, dtype=np.float32)
     if out.ndim != 4 or out.shape[0] != 1 or out.shape[1] not in (2 * num_joints, num_joints + 1):
-        raise ValueError(f"backend {name!r} returned shape {out.shape}; a bottom-up backend returns 1 x (K + L) x h x w "
-                         f"with K = {num_joints} heatmaps and L = {num_joints} (or 1) tag maps")
+        raise ValueError(f"backend {name!r} returned shape {out.shape}; a bottom-up backend returns "
+                         f"1 x (K + L) x h x w with K = {num_joints} heatmaps and L = {num_joints} (or 1) tag maps")
     h, w = hw
     if h % out.shape[2] or w % out.shape[3] or h // out.shape[2] != w // out.shape[3]:
         raise ValueError(f"backend {name!r} returned {out.shape[3]}x{out.shape[2]} maps for a {w}x{h} input: not an "

@@ -122,7 +122,12 @@ def run_parity_check(model: "nn.Module", cfg: "PoseConfig", model_files: Sequenc
                        backend_ms_per_person=ref.backend_ms_per_person),
         models=[], warnings=[])
     for path in model_files:
-        backend = OnnxRuntimeBackend(path, threads=threads)
+        if Path(path).suffix in (".engine", ".plan"):
+            from engines.tensorrt import TensorRTBackend
+
+            backend = TensorRTBackend(path)
+        else:
+            backend = OnnxRuntimeBackend(path, threads=threads)
         notes = []
         sha = backend.meta.get("checkpoint_sha256")
         if checkpoint_sha256 and sha and sha != checkpoint_sha256:

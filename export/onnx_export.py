@@ -1,7 +1,8 @@
 """PyTorch -> ONNX: a dynamic-batch FP32 graph with optional in-graph flip test and keypoint decoding.
 
 The graph has one input ``input`` (N x 3 x H x W float32, normalised crops) and one output: ``heatmaps``
-(N x K x h x w) or, with ``decode=True``, ``keypoints`` (N x K x 3: x, y, score in heatmap pixels). Everything a
+(N x K x h x w) or, with ``decode=True``, ``keypoints`` (N x K x 3: x, y, score in heatmap pixels). Bottom-up
+(associative embedding) models output ``heatmaps_tags`` (N x (K + L) x h x w) and have dynamic H and W as well. Everything a
 runtime needs to use the file (input size, normalisation, flip pairs, decoder, batch profile, provenance) is stored
 in ``metadata_props`` as JSON-encoded strings (see :data:`METADATA_KEYS` and :func:`read_metadata`).
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from srpose.config import PoseConfig
 
 __all__ = [
-    "INPUT_NAME", "METADATA_KEYS", "ExportWrapper", "export_onnx", "export_onnx_model", "read_metadata",
+    "INPUT_NAME", "METADATA_KEYS", "ExportWrapper", "export_onnx", "export_onnx_model", "read_metadata", "is_bottom_up",
     "parse_batch", "check_batch", "model_sha256", "SUPPORTED_OPSETS",
 ]
 
@@ -37,7 +38,7 @@ SUPPORTED_OPSETS = range(13, 21)
 #: metadata_props keys written by :func:`export_onnx` (values are JSON strings).
 METADATA_KEYS = (
     "srpose_format", "model_name", "config", "config_source", "input_name", "output_name", "output_kind",
-    "input_size", "heatmap_size", "num_joints", "mean", "std", "flip_pairs", "decoder", "test_cfg", "precision",
+    "input_size", "heatmap_size", "num_joints", "output_channels", "bottom_up", "dynamic_hw", "mean", "std", "flip_pairs", "decoder", "test_cfg", "precision",
     "flip", "shift_heatmap", "decode", "decode_post", "batch_min", "batch_opt", "batch_max", "opset",
     "checkpoint_sha256", "tool_version", "torch_version",
 )
@@ -250,18 +251,27 @@ def set_metadata(model: "onnx.ModelProto", updates: Mapping[str, Any]) -> None:
         entry.key, entry.value = k, current[k]
 
 
-def _output_hw(model: nn.Module, cfg: "PoseConfig") -> tuple[int, int]:
+def is_bottom_up(cfg: "PoseConfig") -> bool:
+    """Whether ``cfg`` is a bottom-up (associative embedding) model: heatmaps + tag maps, any input size."""
+    return cfg.model.get("type") == "BottomUp"
+
+
+def _output_shape(model: nn.Module, cfg: "PoseConfig") -> tuple[int, int, int]:
+    """(channels, h, w) of the model's output for one crop of the config's size, checked against the config."""
     w, h = cfg.image_size
     with torch.inference_mode():
         y = model(torch.zeros(1, 3, h, w))
     if isinstance(y, (list, tuple)):
         y = y[-1]
-    if y.ndim != 4 or y.shape[1] != cfg.num_joints:
-        raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x {cfg.num_joints} x H x W")
+    k = cfg.num_joints
+    channels = (k, 2 * k) if is_bottom_up(cfg) else (k,)
+    if y.ndim != 4 or y.shape[1] not in channels:
+        raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x "
+                         f"{' or '.join(map(str, channels))} x H x W")
     if (y.shape[3], y.shape[2]) != tuple(cfg.heatmap_size):
         raise ValueError(f"{cfg.name}: the model returns {y.shape[3]}x{y.shape[2]} heatmaps but the config says "
                          f"heatmap_size {cfg.heatmap_size[0]}x{cfg.heatmap_size[1]}")
-    return int(y.shape[2]), int(y.shape[3])
+    return int(y.shape[1]), int(y.shape[2]), int(y.shape[3])
 
 
 def _sanitize(model: "onnx.ModelProto") -> None:
@@ -297,17 +307,24 @@ def _export(model: nn.Module, cfg: "PoseConfig", batch: tuple[int, int, int], fl
     from srpose import __version__
 
     lo, opt, hi = batch
-    hh, hw = _output_hw(model, cfg)
+    bottom_up = is_bottom_up(cfg)
+    if bottom_up and (flip or decode):
+        raise ValueError(f"{cfg.name} is a bottom-up (associative embedding) model: its flip test and grouping need "
+                         "the tag maps and run on the host; export it without --flip / --decode")
+    channels, hh, hw = _output_shape(model, cfg)
     wrapper = ExportWrapper(model, cfg, flip=flip, decode=decode).eval()
-    out_name = "keypoints" if decode else "heatmaps"
+    out_name = "keypoints" if decode else ("heatmaps_tags" if bottom_up else "heatmaps")
     w, h = cfg.image_size
     dummy = torch.randn(max(lo, 2), 3, h, w, generator=torch.Generator().manual_seed(0))
+    # top-down crops have a fixed size; bottom-up images keep their aspect ratio, so H and W are dynamic too
+    axes = {0: "batch", 2: "height", 3: "width"} if bottom_up else {0: "batch"}
+    out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if bottom_up else {0: "batch"}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarning (static H/W by design), legacy-exporter deprecation
         with torch.no_grad():
             torch.onnx.export(wrapper, (dummy,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[out_name],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}},
+                              dynamic_axes={INPUT_NAME: axes, out_name: out_axes},
                               opset_version=int(opset), do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
@@ -318,7 +335,8 @@ def _export(model: nn.Module, cfg: "PoseConfig", batch: tuple[int, int, int], fl
     meta: dict[str, Any] = dict(
         srpose_format=METADATA_FORMAT, model_name=cfg.name, config=cfg.to_dict(), config_source=cfg.source,
         input_name=INPUT_NAME, output_name=out_name, output_kind=out_name, input_size=list(cfg.image_size),
-        heatmap_size=[hw, hh], num_joints=cfg.num_joints, mean=list(cfg.data["mean"]), std=list(cfg.data["std"]),
+        heatmap_size=[hw, hh], num_joints=cfg.num_joints, output_channels=channels if not decode else 3,
+        bottom_up=bottom_up, dynamic_hw=bottom_up, mean=list(cfg.data["mean"]), std=list(cfg.data["std"]),
         flip_pairs=[list(p) for p in cfg.flip_pairs], decoder=str(cfg.data.get("decoder", "simple")),
         test_cfg={k: test_cfg.get(k) for k in ("flip_test", "shift_heatmap", "post_process", "modulate_kernel")},
         precision="fp32", flip=bool(flip), shift_heatmap=bool(test_cfg.get("shift_heatmap", False)),

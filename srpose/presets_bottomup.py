@@ -98,13 +98,13 @@ PAPER_TABLE_BOTTOMUP: dict[str, tuple[float, float, float]] = {
 }
 
 
-def config_from_mmpose_bottomup(path: str | Path) -> PoseConfig:
+def config_from_mmpose_bottomup(path: str | Path, raw: dict[str, Any] | None = None) -> PoseConfig:
     """A :class:`PoseConfig` from an official bottom-up ``.py`` config (SRPose ``configs/bottom_up/...`` or mmpose
-    0.x ``associative_embedding``)."""
+    0.x ``associative_embedding``); ``raw`` is the already-read config dict, if the caller has it."""
     from srpose._mmcfg import ConfigError, read_mmpose_config
 
     path = Path(path)
-    raw = read_mmpose_config(path)
+    raw = read_mmpose_config(path) if raw is None else raw
     for key in ("model", "data_cfg"):
         if key not in raw:
             raise ConfigError(f"{path}: no top-level `{key}` in this config; is it an mmpose bottom-up config?")

@@ -55,3 +55,30 @@ def identity_center_scale(n: int, heatmap_size: tuple[int, int]) -> tuple[np.nda
     w, h = heatmap_size
     return (np.tile(np.array([[w / 2, h / 2]], np.float32), (n, 1)),
             np.tile(np.array([[w / 200, h / 200]], np.float32), (n, 1)))
+
+
+_CACHE: dict[tuple, tuple] = {}
+_CACHE_DIR: list = []
+
+
+def cached_export(kind: str, head: str, **kw) -> tuple:
+    """(path, model, cfg) of a tiny model exported with batch profile (1, 2, 4) and options ``kw``, exported once
+    per test session and shared by the export, backend and parity tests."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from export.onnx_export import export_onnx
+
+    key = (kind, head, tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        if not _CACHE_DIR:
+            _CACHE_DIR.append(Path(tempfile.mkdtemp(prefix="srpose-test-exports-")))
+            atexit.register(shutil.rmtree, _CACHE_DIR[0], True)
+        cfg = tiny_config(kind, head)
+        model = tiny_model(cfg)
+        tag = "".join(f"_{k}" for k, v in sorted(kw.items()) if v)
+        path = export_onnx(model, cfg, _CACHE_DIR[0] / f"{cfg.name}{tag}.onnx", batch=(1, 2, 4), **kw)
+        _CACHE[key] = (path, model, cfg)
+    return _CACHE[key]

@@ -1,6 +1,8 @@
 """Bottom-up presets: official parameter names and shapes, output shapes, parameters and GFLOPs against the paper."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -50,7 +52,8 @@ def test_official_parameter_names_and_shapes() -> None:
     assert head["keypoint_head.heatmap_head.weight"] == (272, 4, 9, 9)
     assert head["keypoint_head.heatmap_head.bias"] == (272,)
     assert head["keypoint_head.tag_head.weight"] == (17, 256, 1, 1)
-    assert len([k for k in head if k.startswith("keypoint_head.deconv_layers.")]) == 3 * (1 + 5)  # 3 x (deconv weight + 5 BN entries)
+    deconv = [k for k in head if k.startswith("keypoint_head.deconv_layers.")]
+    assert len(deconv) == 3 * (1 + 5)  # 3 x (deconv weight + 5 BN entries)
     assert "backbone.layer4.2.conv3.weight" in sd
 
     sd = build_model("hrnet_w32_coco_512x512", init=False).state_dict()
@@ -83,3 +86,27 @@ def test_training_mode_returns_a_list_and_any_multiple_of_32_runs() -> None:
     model.train()
     out = model(torch.zeros(2, 3, 64, 64))
     assert isinstance(out, list) and out[0].shape == (2, 34, 64, 64)
+
+
+def test_official_config_file_is_read(tmp_path: Path) -> None:
+    from srpose.presets_bottomup import config_from_mmpose_bottomup
+
+    text = """
+data_cfg = dict(image_size=512, base_size=512, base_sigma=8, heatmap_size=[512], num_joints=17)
+model = dict(type='BottomUp', backbone=dict(type='ResNet', depth=50),
+             keypoint_head=dict(type='BottomUpSimpleSRHead', in_channels=2048, num_joints=17, tag_per_joint=True,
+                                with_ae_loss=[True], per_kp_emb=4, pixel_shuffle=4),
+             test_cfg=dict(num_joints=17, max_num_people=30, nms_kernel=5, nms_padding=2, flip_test=True))
+train_pipeline = [dict(type='BottomUpGenerateTarget', sigma=8, max_num_people=30)]
+data = dict(samples_per_gpu=24, test=dict(type='BottomUpCocoDataset', data_cfg=data_cfg))
+"""
+    path = tmp_path / "res50_sr_coco_512x512.py"
+    path.write_text(text)
+    cfg = config_from_mmpose_bottomup(path)
+    preset = get_config("res50_sr_coco_512x512")
+    assert cfg.heatmap_size == preset.heatmap_size and cfg.data["sigma"] == 8.0
+    assert {k: cfg.test_cfg[k] for k in preset.test_cfg} == preset.test_cfg
+    def shapes(c):  # noqa: ANN001, ANN202
+        return {k: v.shape for k, v in build_model(c.with_input_size(64, 64), init=False).state_dict().items()}
+
+    assert shapes(cfg) == shapes(preset)

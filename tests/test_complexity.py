@@ -159,6 +159,17 @@ def test_multihead_attention_out_proj_not_counted():
     assert count_all_ops_macs(model, (5, 8)) == 5 * 8 * 24 + 2 * (2 * 5 * 5 * 4) + 5 * 8 * 8
 
 
+def test_hrt_window_attention_counts_qkv_but_not_out_proj():
+    """Official HRT MHA_: q/k/v_proj are module calls (counted), out_proj is F.linear (not counted)."""
+    from srpose.models.backbones._hrt_modules import WindowMHA
+
+    attn = WindowMHA(8, 2, window_size=2)  # 3 windows of 2x2 tokens, 8 channels
+    assert count_macs(attn, (1, 3, 4, 8), batched=True) == 3 * (3 * 4 * 8 * 8)
+    # all-ops also sees out_proj and the two attention matmuls (2 heads, 4x4 scores, head dim 4).
+    assert count_all_ops_macs(attn, (1, 3, 4, 8), batched=True) == (
+        4 * (3 * 4 * 8 * 8) + 2 * (3 * 2 * 4 * 4 * 4))
+
+
 def test_transformer_layer_submodules_counted_without_fast_path():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
     # linear1 5*8*16 + linear2 5*16*8 + norm1/norm2 2 * (5*8*2); attention and F.relu: 0.

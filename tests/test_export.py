@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from _export_utils import crops, identity_center_scale, tiny_config, tiny_model, torch_out
+from _export_utils import cached_export, crops, identity_center_scale, tiny_config, tiny_model, torch_out
 from onnx import TensorProto, numpy_helper
 
 from engines.onnxruntime import OnnxRuntimeBackend
@@ -17,30 +17,10 @@ from eval.evaluator import predict_heatmaps
 from export.calibration import CalibrationReader, check_image_folder
 from export.fp16 import convert_fp16
 from export.int8 import quantize_int8
-from export.onnx_export import METADATA_KEYS, export_onnx, parse_batch, read_metadata
+from export.onnx_export import METADATA_KEYS, export_onnx, is_bottom_up, parse_batch, read_metadata
 from srpose import build_model, get_config, list_models, save_checkpoint
 from srpose.cli import main as cli_main
 from srpose.decode import decode_heatmaps
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
-
-
-_EXPORTS: dict[tuple, tuple] = {}
-
-
-def _export_tiny(tiny_dir: Path, kind: str, head: str, **kw) -> tuple[Path, torch.nn.Module, object]:
-    """Export (once per module run) a tiny model: (path, model, cfg)."""
-    key = (str(tiny_dir), kind, head, tuple(sorted(kw.items())))
-    if key not in _EXPORTS:
-        cfg = tiny_config(kind, head)
-        model = tiny_model(cfg)
-        tag = "".join(f"_{k}" for k, v in sorted(kw.items()) if v)
-        path = export_onnx(model, cfg, tiny_dir / f"{cfg.name}{tag}.onnx", batch=(1, 2, 4), **kw)
-        _EXPORTS[key] = (path, model, cfg)
-    return _EXPORTS[key]
 
 
 # ------------------------------------------------------------------------------------------- every preset
@@ -52,21 +32,28 @@ def test_preset_exports_and_matches_pytorch(name: str, tmp_path: Path) -> None:
     # simplify=False keeps this loop fast; onnxsim is covered by the tiny-model tests
     path = export_onnx(model, cfg, tmp_path / "m.onnx", batch=(1, 2, 4), simplify=False)
     backend = OnnxRuntimeBackend(path, threads=1)
-    for n in (1, 3):
-        x = crops(n, cfg, seed=n)
+    shapes = [(1, 64, 64), (3, 64, 64)]
+    if is_bottom_up(cfg):  # any image size: dynamic height and width
+        shapes.append((1, 64, 128))
+        assert backend.output_kind == "heatmaps_tags"
+    for i, (n, h, w) in enumerate(shapes):
+        x = np.random.default_rng(i).standard_normal((n, 3, h, w)).astype(np.float32)
         ref, out = torch_out(model, x), backend.infer(x)
-        assert out.shape == ref.shape == (n, cfg.num_joints, cfg.heatmap_size[1], cfg.heatmap_size[0])
+        assert out.shape == ref.shape and out.shape[:2] in ((n, cfg.num_joints), (n, 2 * cfg.num_joints))
         span = float(ref.max() - ref.min())
         assert np.abs(out - ref).max() <= 1e-4 * span, name
 
 
+def test_bottom_up_refuses_flip_and_decode(tmp_path: Path) -> None:
+    cfg = get_config("res50_coco_512x512").with_input_size(64, 64)
+    with pytest.raises(ValueError, match="bottom-up"):
+        export_onnx(build_model(cfg, init=False), cfg, tmp_path / "x.onnx", flip=True)
+
+
 # ------------------------------------------------------------------------------------------- graph properties
 def test_export_is_deterministic_and_carries_metadata(tmp_path: Path) -> None:
-    cfg = tiny_config("hrnet", "simple")
-    model = tiny_model(cfg)
-    a = export_onnx(model, cfg, tmp_path / "a.onnx", batch=(1, 4, 8), metadata={"checkpoint_sha256": "ab" * 32})
-    b = export_onnx(tiny_model(cfg), cfg, tmp_path / "b.onnx", batch=(1, 4, 8),
-                    metadata={"checkpoint_sha256": "ab" * 32})
+    a, model, cfg = cached_export("hrnet", "simple")
+    b = export_onnx(tiny_model(cfg), cfg, tmp_path / "b.onnx", batch=(1, 2, 4))  # fresh model, same seed
     assert a.read_bytes() == b.read_bytes()
     m = onnx.load(str(a))
     onnx.checker.check_model(m, full_check=True)
@@ -74,17 +61,19 @@ def test_export_is_deterministic_and_carries_metadata(tmp_path: Path) -> None:
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     meta = read_metadata(m)
     assert set(METADATA_KEYS) <= set(meta)
-    assert (meta["batch_min"], meta["batch_opt"], meta["batch_max"]) == (1, 4, 8)
+    assert (meta["batch_min"], meta["batch_opt"], meta["batch_max"]) == (1, 2, 4)
     assert meta["input_size"] == [64, 64] and meta["heatmap_size"] == [16, 16] and meta["precision"] == "fp32"
     assert meta["flip"] is False and meta["decode"] is False and meta["output_kind"] == "heatmaps"
-    assert meta["checkpoint_sha256"] == "ab" * 32 and meta["config"]["name"] == cfg.name
+    assert meta["checkpoint_sha256"] is None and meta["config"]["name"] == cfg.name
+    c = export_onnx(model, cfg, tmp_path / "c.onnx", batch=(1, 2, 4), metadata={"checkpoint_sha256": "ab" * 32})
+    assert read_metadata(c)["checkpoint_sha256"] == "ab" * 32
     assert meta["mean"] == cfg.data["mean"] and meta["flip_pairs"] == [list(p) for p in cfg.flip_pairs]
     assert model.training is False
 
 
 @pytest.mark.parametrize("head", ["sr", "simple"])
-def test_flip_graph_matches_python_flip_test(tiny_dir: Path, head: str) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrnet", head, flip=True)
+def test_flip_graph_matches_python_flip_test(head: str) -> None:
+    path, model, cfg = cached_export("hrnet", head, flip=True)
     backend = OnnxRuntimeBackend(path)
     assert backend.flip_in_graph and backend.output_kind == "heatmaps"
     x = crops(3, cfg)
@@ -97,8 +86,8 @@ def test_flip_graph_matches_python_flip_test(tiny_dir: Path, head: str) -> None:
 
 
 @pytest.mark.parametrize("head,flip", [("sr", False), ("simple", False), ("srpose", True)])
-def test_decode_graph_matches_numpy_decoder(tiny_dir: Path, head: str, flip: bool) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrnet", head, decode=True, flip=flip)
+def test_decode_graph_matches_numpy_decoder(head: str, flip: bool) -> None:
+    path, model, cfg = cached_export("hrnet", head, decode=True, flip=flip)
     backend = OnnxRuntimeBackend(path)
     assert backend.output_kind == "keypoints" and backend.flip_in_graph == flip
     x = crops(4, cfg, seed=3)
@@ -131,8 +120,8 @@ def test_batch_and_opset_checks(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- FP16
-def test_fp16_graph_is_strongly_typed_with_float32_io(tiny_dir: Path, tmp_path: Path) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrt", "srpose")
+def test_fp16_graph_is_strongly_typed_with_float32_io(tmp_path: Path) -> None:
+    path, model, cfg = cached_export("hrt", "srpose")
     report = convert_fp16(path, tmp_path / "m.fp16.onnx")
     m = onnx.load(str(tmp_path / "m.fp16.onnx"))
     onnx.checker.check_model(m, full_check=True)
@@ -156,8 +145,8 @@ def test_fp16_graph_is_strongly_typed_with_float32_io(tiny_dir: Path, tmp_path: 
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 5e-3
 
 
-def test_fp16_keeps_the_head_output_and_decoder_in_float32(tiny_dir: Path, tmp_path: Path) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrnet", "sr", decode=True)
+def test_fp16_keeps_the_head_output_and_decoder_in_float32(tmp_path: Path) -> None:
+    path, model, cfg = cached_export("hrnet", "sr", decode=True)
     report = convert_fp16(path, tmp_path / "d.fp16.onnx")
     assert "/model/keypoint_head/heatmap_head/Conv" in report.kept_fp32_nodes
     assert any(n.startswith("/decode/") for n in report.kept_fp32_nodes) and report.followed_fp32 >= 1
@@ -194,8 +183,8 @@ def _qdq_checks(model: onnx.ModelProto, excluded: list[str]) -> None:
             assert inits[conv.input[2]].data_type == TensorProto.FLOAT  # float bias
 
 
-def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tiny_dir: Path, tmp_path: Path) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrnet", "sr")
+def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tmp_path: Path) -> None:
+    path, model, cfg = cached_export("hrnet", "sr")
     calib = [crops(4, cfg, seed=s) for s in range(3)] + [crops(2, cfg, seed=9)]
     out = tmp_path / "m.int8.onnx"
     rep = quantize_int8(path, out, calib, method="entropy", cache_dir=tmp_path / "cache", data_key="random-4")
@@ -220,8 +209,8 @@ def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tiny_dir: Path, tmp_p
 
 
 @pytest.mark.parametrize("method", ["max", "percentile"])
-def test_int8_methods_run(tiny_dir: Path, tmp_path: Path, method: str) -> None:
-    path, model, cfg = _export_tiny(tiny_dir, "hrnet", "simple")
+def test_int8_methods_run(tmp_path: Path, method: str) -> None:
+    path, model, cfg = cached_export("hrnet", "simple")
     rep = quantize_int8(path, tmp_path / "q.onnx", [crops(4, cfg, seed=s) for s in range(2)], method=method)
     assert rep.excluded_nodes == ["/model/keypoint_head/final_layer/Conv"] and rep.cache_file is None
     _qdq_checks(onnx.load(str(tmp_path / "q.onnx")), rep.excluded_nodes)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _export_utils import crops, tiny_config, tiny_model, torch_out
+from _export_utils import cached_export, crops, torch_out
 
 from engines._fp16_emulation import fp16_rounding_graph
 from engines.onnxruntime import OnnxRuntimeBackend, resolve_providers
@@ -14,28 +14,26 @@ from eval.backends import TorchBackend
 from eval.commands import BACKENDS, FILE_BACKENDS
 from eval.evaluator import evaluate
 from export.fp16 import convert_fp16
-from export.onnx_export import export_onnx
 from srpose.data import TopDownCocoDataset
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    plain, model, cfg = cached_export("hrnet", "simple")
+    both, model_b, cfg_b = cached_export("hrnet", "srpose", decode=True, flip=True)
     d = tmp_path_factory.mktemp("ort")
-    cfg = tiny_config("hrnet", "simple")
-    model = tiny_model(cfg)
-    plain = export_onnx(model, cfg, d / "plain.onnx", batch=(1, 2, 2))
-    both = export_onnx(model, cfg, d / "flip_decode.onnx", batch=(1, 2, 4), flip=True, decode=True)
     convert_fp16(plain, d / "plain.fp16.onnx")
-    return dict(cfg=cfg, model=model, plain=plain, both=both, fp16=d / "plain.fp16.onnx", dir=d)
+    return dict(cfg=cfg, model=model, plain=plain, both=both, both_model=model_b, both_cfg=cfg_b,
+                fp16=d / "plain.fp16.onnx")
 
 
 def test_reads_metadata_and_chunks_large_batches(exported: dict) -> None:
     b = OnnxRuntimeBackend(exported["plain"], threads=1)
-    assert (b.output_kind, b.flip_in_graph, b.precision, b.batch_max) == ("heatmaps", False, "fp32", 2)
+    assert (b.output_kind, b.flip_in_graph, b.precision, b.batch_max) == ("heatmaps", False, "fp32", 4)
     assert b.name == "onnxruntime-fp32" and b.providers == ["CPUExecutionProvider"]
-    x = crops(5, exported["cfg"])  # larger than batch_max: run in chunks of 2
+    x = crops(6, exported["cfg"])  # larger than batch_max: run in chunks of 4
     out = b.infer(x)
-    assert out.shape == (5, 17, 16, 16) and out.dtype == np.float32 and b.last_timing_ms > 0
+    assert out.shape == (6, 17, 16, 16) and out.dtype == np.float32 and b.last_timing_ms > 0
     ref = torch_out(exported["model"], x)
     assert np.abs(out - ref).max() <= 1e-5 * float(ref.max() - ref.min())
     k = OnnxRuntimeBackend(exported["both"])
@@ -80,14 +78,14 @@ def test_registered_for_srpose_eval() -> None:
     assert "onnxruntime" in BACKENDS and "onnxruntime" in FILE_BACKENDS
 
 
-def test_evaluator_gives_pytorch_ap(exported: dict, coco_sample: dict) -> None:
-    cfg, model = exported["cfg"], exported["model"]
+@pytest.mark.parametrize("which", ["plain", "both"])
+def test_evaluator_gives_pytorch_ap(exported: dict, coco_sample: dict, which: str) -> None:
+    cfg, model = (exported["cfg"], exported["model"]) if which == "plain" else \
+        (exported["both_cfg"], exported["both_model"])
     ds = TopDownCocoDataset(coco_sample["ann"], coco_sample["images"], cfg.data, use_gt_bbox=True)
     kw = dict(batch_size=8, workers=0, progress=False)
     ref = evaluate(TorchBackend(model), ds, cfg.data, cfg.test_cfg, flip=True, **kw)
-    ort_plain = evaluate(OnnxRuntimeBackend(exported["plain"]), ds, cfg.data, cfg.test_cfg, flip=True, **kw)
-    ort_graph = evaluate(OnnxRuntimeBackend(exported["both"]), ds, cfg.data, cfg.test_cfg, flip=True, **kw)
-    assert ort_plain.flip and not ort_graph.flip  # the evaluator leaves the in-graph flip alone
-    for res in (ort_plain, ort_graph):
-        for k, v in ref.metrics.items():
-            assert res.metrics[k] == pytest.approx(v, abs=1e-6), k
+    res = evaluate(OnnxRuntimeBackend(exported[which]), ds, cfg.data, cfg.test_cfg, flip=True, **kw)
+    assert res.flip == (which == "plain")  # the evaluator leaves an in-graph flip alone
+    for k, v in ref.metrics.items():
+        assert res.metrics[k] == pytest.approx(v, abs=1e-6), k

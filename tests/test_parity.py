@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from _export_utils import tiny_config, tiny_model
+from _export_utils import cached_export, tiny_config, tiny_model
 
 from eval.parity import models_over_drop, plot_parity, run_parity_check, to_markdown
 from export.fp16 import convert_fp16
@@ -18,10 +18,8 @@ from srpose.data import TopDownCocoDataset
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("parity")
-    cfg = tiny_config("hrnet", "sr")
-    model = tiny_model(cfg)
-    fp32 = export_onnx(model, cfg, d / "m.fp32.onnx", batch=(1, 4, 8))
-    both = export_onnx(model, cfg, d / "m.flip_decode.onnx", batch=(1, 4, 8), flip=True, decode=True)
+    fp32, model, cfg = cached_export("hrnet", "srpose")
+    both, _, _ = cached_export("hrnet", "srpose", decode=True, flip=True)
     convert_fp16(fp32, d / "m.fp16.onnx")
     (d / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     save_checkpoint(model, d / "m.pth")
@@ -44,7 +42,7 @@ def test_parity_report(files: dict, coco_sample: dict, tmp_path: Path) -> None:
     assert fp32["output_error"]["rel_l2"] < 1e-5
     assert 0 < fp16["output_error"]["rel_l2"] < 1e-2
     md = to_markdown(rep)
-    assert "| PyTorch | fp32 |" in md and "| m.fp16.onnx | fp16 |" in md
+    assert "| PyTorch | fp32 |" in md and "| m.fp16.onnx | fp16 |" in md and f"| {fp32['name']} | fp32 |" in md
     png = plot_parity(rep, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert models_over_drop(rep, 0.0) == []
@@ -66,7 +64,7 @@ def test_parity_cli(files: dict, coco_sample: dict, tmp_path: Path, capsys: pyte
 
 def test_parity_rejects_mixed_input_sizes(files: dict, coco_sample: dict, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
-    cfg = tiny_config("hrnet", "sr", size=(64, 96))
+    cfg = tiny_config("hrnet", "srpose", size=(64, 96))
     other = export_onnx(tiny_model(cfg), cfg, tmp_path / "small.onnx")
     argv = ["parity", str(files["dir"] / "cfg.json"), "--models", str(files["fp32"]), str(other), "--ann",
             str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--gt-bbox", "--quiet"]

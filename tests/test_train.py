@@ -201,7 +201,9 @@ def test_train_and_generate_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
                                        "--image-size", "128x96"])) == 0
     tp = argparse.ArgumentParser()
     add_train_arguments(tp)
-    argv = ["res50_coco_256x192", "--train-ann", str(tmp_path / "d" / "annotations.json"),
+    cfg_file = tmp_path / "tiny.json"
+    cfg_file.write_text(json.dumps(_cfg("res50_coco_256x192").to_dict()))
+    argv = [str(cfg_file), "--train-ann", str(tmp_path / "d" / "annotations.json"),
             "--train-images", str(tmp_path / "d" / "images"), "--work-dir", str(tmp_path / "w"),
             "--input-size", "64x64", "--batch", "2", "--max-iters", "1", "--workers", "0", "--quiet"]
     assert run_train(tp.parse_args(argv)) == 0

@@ -309,268 +309,321 @@ def train(cfg: PoseConfig | str, *, train_ann: str | Path, train_images: str | P
 
     d = _setup_distributed(device)
     try:
-        return _train(cfg, d, train_ann=train_ann, train_images=train_images, work_dir=Path(work_dir),
-                      workers=workers, amp=amp, clip=clip, resume=resume, checkpoint_every=checkpoint_every,
-                      eval_every=eval_every, eval_fn=eval_fn, seed=seed, device=device, sync_bn=sync_bn,
-                      max_iters=max_iters, progress=progress, log_file=log_file, init=init, model=model,
-                      key_indicator=key_indicator, log_every=log_every, keep_epoch=keep_epoch_checkpoints)
+        opts = _Options(work_dir=Path(work_dir), workers=workers, amp=amp, clip=clip,
+                        checkpoint_every=checkpoint_every, eval_every=eval_every, eval_fn=eval_fn, seed=seed,
+                        max_iters=max_iters, progress=progress, key_indicator=key_indicator, log_every=log_every,
+                        keep_epoch=keep_epoch_checkpoints)
+        return _Trainer(cfg, d, opts, device=device, train_ann=train_ann, train_images=train_images, model=model,
+                        init=init, sync_bn=sync_bn, resume=resume, log_file=log_file).run()
     finally:
         if d.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: PoseConfig, d: _Dist, *, train_ann: str | Path, train_images: str | Path, work_dir: Path,
-           workers: int, amp: bool, clip: float | None, resume: str | Path | None, checkpoint_every: int,
-           eval_every: int, eval_fn: EvalFn | None, seed: int, device: str, sync_bn: bool, max_iters: int | None,
-           progress: bool, log_file: str | Path | None, init: str | Path | None, model: nn.Module | None,
-           key_indicator: str, log_every: int, keep_epoch: bool) -> TrainResult:
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
+@dataclass
+class _Options:
+    work_dir: Path
+    workers: int
+    amp: bool
+    clip: float | None
+    checkpoint_every: int
+    eval_every: int
+    eval_fn: EvalFn | None
+    seed: int
+    max_iters: int | None
+    progress: bool
+    key_indicator: str
+    log_every: int
+    keep_epoch: bool
 
-    from srpose.data import collate
-    from srpose.models import build_model
 
-    tc = cfg.train
-    total_epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
-    dev = torch.device(device)
-    if dev.type == "cuda" and d.enabled:
-        dev = torch.device("cuda", d.local_rank)
-        torch.cuda.set_device(dev)
-    if d.main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    if d.enabled:
-        dist.barrier()
-    _seed_everything(_seed_for(seed, d.rank))
+@dataclass
+class _EpochStats:
+    """Per-epoch accumulators (losses summed per stage, seconds waiting for data and per step)."""
 
-    dataset = _make_dataset(cfg, train_ann, train_images, seed)
-    drop_last = len(dataset) >= bs * d.world_size * 2  # never a 1-sample batch (BatchNorm) when data allows
-    steps_per_epoch = (len(dataset) // d.world_size) // bs if drop_last else math.ceil(
-        math.ceil(len(dataset) / d.world_size) / bs)
-    if steps_per_epoch < 1:
-        raise ValueError(f"the training set has {len(dataset)} person boxes, fewer than one batch of {bs} per "
-                         f"process; lower --batch")
+    sums: list[float] = field(default_factory=list)
+    count: int = 0
+    images: int = 0
+    data_s: float = 0.0
+    step_s: float = 0.0
+    iters: int = 0
+    stopped: bool = False
 
-    if model is None:
-        model = build_model(cfg)
-    if init is not None:
-        _init_weights(model, init)
-    model.to(dev)
-    if sync_bn and d.enabled:
-        if dev.type != "cuda":
-            raise ValueError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); drop --sync-bn "
-                             "on CPU")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.train()
-    head_type = str(cfg.model.get("keypoint_head", {}).get("type", ""))
-    optimizer = _make_optimizer(model, tc, float(tc["lr"]))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    criterion = JointsMSELoss(use_target_weight=True)
+    def add(self, vals: list[float], images: int, data_s: float, step_s: float) -> None:
+        self.sums = vals if not self.sums else [a + b for a, b in zip(self.sums, vals)]
+        self.count += 1
+        self.images += images
+        self.data_s += data_s
+        self.step_s += step_s
 
-    start_epoch, global_iter = 0, 0
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    history: list[dict[str, Any]] = []
-    if resume is not None:
-        ck = _load_resume(resume)
+
+class _Trainer:
+    """One training run: state, one epoch at a time, evaluation and checkpoints."""
+
+    def __init__(self, cfg: PoseConfig, d: _Dist, opt: _Options, *, device: str, train_ann: str | Path,
+                 train_images: str | Path, model: nn.Module | None, init: str | Path | None, sync_bn: bool,
+                 resume: str | Path | None, log_file: str | Path | None) -> None:
+        from srpose.models import build_model
+
+        self.cfg, self.d, self.opt = cfg, d, opt
+        self.tc = cfg.train
+        self.total_epochs, self.bs = int(self.tc["epochs"]), int(self.tc["batch_size"])
+        dev = torch.device(device)
+        if dev.type == "cuda" and d.enabled:
+            dev = torch.device("cuda", d.local_rank)
+            torch.cuda.set_device(dev)
+        self.dev = dev
+        self.pin = dev.type == "cuda"
+        if d.main:
+            opt.work_dir.mkdir(parents=True, exist_ok=True)
+        if d.enabled:
+            dist.barrier()
+        _seed_everything(_seed_for(opt.seed, d.rank))
+
+        self.dataset = _make_dataset(cfg, train_ann, train_images, opt.seed)
+        n = len(self.dataset)
+        self.drop_last = n >= self.bs * d.world_size * 2  # never a 1-sample batch (BatchNorm) when data allows
+        per_rank = n // d.world_size if self.drop_last else math.ceil(n / d.world_size)
+        self.steps_per_epoch = per_rank // self.bs if self.drop_last else math.ceil(per_rank / self.bs)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set has {n} person boxes, fewer than one batch of {self.bs} per "
+                             "process; lower --batch")
+
+        model = build_model(cfg) if model is None else model
+        if init is not None:
+            _init_weights(model, init)
+        model.to(dev)
+        if sync_bn and d.enabled:
+            if dev.type != "cuda":
+                raise ValueError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); drop "
+                                 "--sync-bn on CPU")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.train()
+        self.model = model
+        self.head_type = str(cfg.model.get("keypoint_head", {}).get("type", ""))
+        self.optimizer = _make_optimizer(model, self.tc, float(self.tc["lr"]))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp)
+        self.criterion = JointsMSELoss(use_target_weight=True)
+
+        self.start_epoch, self.global_iter = 0, 0
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        if resume is not None:
+            self._resume(resume)
+        self.net: nn.Module = model
+        if d.enabled:
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if self.pin else None)
+
+        self.latest_path = opt.work_dir / "latest.pth"
+        self.best_path = opt.work_dir / "best.pth"
+        self.wrote_latest = resume is not None and self.latest_path.exists()
+        self.log_path = Path(log_file) if log_file is not None else opt.work_dir / "train_log.jsonl"
+        self.log = _JsonLog(self.log_path if d.main else None)
+        if d.main:
+            atomic_write_json(opt.work_dir / "config.json", cfg.to_dict())
+            self.log.write(mode="start", config=cfg.name, epochs=self.total_epochs, batch_size=self.bs,
+                           world_size=d.world_size, num_samples=n, steps_per_epoch=self.steps_per_epoch,
+                           start_epoch=self.start_epoch, resume=None if resume is None else str(resume),
+                           device=str(dev), amp=opt.amp, seed=opt.seed, timestamp=time.time())
+        self.cur_lr = lr_at(self.tc, self.start_epoch, self.global_iter)
+        self.metrics: dict[str, float] = {}
+
+    # -- state ------------------------------------------------------------------------------------------
+    def _resume(self, path: str | Path) -> None:
+        ck = _load_resume(path)
         sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ck["state_dict"].items()}
         try:
-            model.load_state_dict(sd, strict=True)
+            self.model.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise CheckpointError(f"resume checkpoint {resume} does not fit model {cfg.name}: "
+            raise CheckpointError(f"resume checkpoint {path} does not fit model {self.cfg.name}: "
                                   f"{str(e).splitlines()[0]}") from None
-        optimizer.load_state_dict(ck["optimizer"])
-        if amp and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        if self.opt.amp and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         meta, state = dict(ck["meta"]), dict(ck.get("trainer") or {})
-        start_epoch = int(meta.get("epoch", 0))
-        global_iter = int(meta.get("iter", 0)) - int(state.get("partial_epoch_iters", 0))
-        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
-        history = list(state.get("history", []))
-        if int(state.get("world_size", d.world_size)) != d.world_size:
-            warnings.warn(f"resuming a run trained on {state.get('world_size')} processes with {d.world_size}: "
-                          "the data order differs from an uninterrupted run", stacklevel=2)
-        if start_epoch >= total_epochs:
-            warnings.warn(f"checkpoint {resume} has already completed {start_epoch} epochs of {total_epochs}: "
-                          "nothing to train; raise --epochs to continue", stacklevel=2)
-    net: nn.Module = model
-    if d.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.start_epoch = int(meta.get("epoch", 0))
+        # a run stopped mid-epoch restarts that epoch, with the iteration count of its start
+        self.global_iter = int(meta.get("iter", 0)) - int(state.get("partial_epoch_iters", 0))
+        self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
+        self.history = list(state.get("history", []))
+        if int(state.get("world_size", self.d.world_size)) != self.d.world_size:
+            warnings.warn(f"resuming a run trained on {state.get('world_size')} processes with "
+                          f"{self.d.world_size}: the data order differs from an uninterrupted run", stacklevel=3)
+        if self.start_epoch >= self.total_epochs:
+            warnings.warn(f"checkpoint {path} has already completed {self.start_epoch} epochs of "
+                          f"{self.total_epochs}: nothing to train; raise --epochs to continue", stacklevel=3)
 
-    log_path = Path(log_file) if log_file is not None else work_dir / "train_log.jsonl"
-    log = _JsonLog(log_path if d.main else None)
-    if d.main:
-        atomic_write_json(work_dir / "config.json", cfg.to_dict())
-        log.write(mode="start", config=cfg.name, epochs=total_epochs, batch_size=bs, world_size=d.world_size,
-                  num_samples=len(dataset), steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
-                  resume=None if resume is None else str(resume), device=str(dev), amp=amp, seed=seed,
-                  timestamp=time.time())
-
-    latest_path = work_dir / "latest.pth"
-    best_path = work_dir / "best.pth"
-    wrote_latest = resume is not None and latest_path.exists()
-    metrics: dict[str, float] = {}
-    final_loss = float("nan")
-    epochs_done = start_epoch
-    cur_lr = lr_at(tc, start_epoch, global_iter)
-    n_images, t_train, data_secs, step_secs = 0, 0.0, 0.0, 0.0
-    stop = False
-    pin = dev.type == "cuda"
-
-    def checkpoint(epoch_done: int, partial: int) -> None:
-        nonlocal wrote_latest
-        if not d.main:
+    def checkpoint(self, epoch_done: int, partial: int) -> None:
+        """``epoch_<n>.pth`` (when kept) and ``latest.pth``, with everything needed to resume (rank 0)."""
+        if not self.d.main:
             return
-        meta = dict(epoch=epoch_done, iter=global_iter, config=cfg.to_dict(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
-        extra = dict(optimizer=optimizer.state_dict(),
-                     trainer=dict(best_metric=best_metric, best_epoch=best_epoch, key_indicator=key_indicator,
-                                  seed=seed, world_size=d.world_size, partial_epoch_iters=partial,
-                                  history=history))
-        if amp:
-            extra["scaler"] = scaler.state_dict()
-        target = work_dir / f"epoch_{epoch_done}.pth" if (keep_epoch and partial == 0) else latest_path
-        save_checkpoint(model, target, meta=meta, extra=extra)
-        if target != latest_path:
-            with atomic_path(latest_path) as tmp:
+        meta = dict(epoch=epoch_done, iter=self.global_iter, config=self.cfg.to_dict(),
+                    time=time.strftime("%Y-%m-%d %H:%M:%S"))
+        extra: dict[str, Any] = dict(
+            optimizer=self.optimizer.state_dict(),
+            trainer=dict(best_metric=self.best_metric, best_epoch=self.best_epoch,
+                         key_indicator=self.opt.key_indicator, seed=self.opt.seed, world_size=self.d.world_size,
+                         partial_epoch_iters=partial, history=self.history))
+        if self.opt.amp:
+            extra["scaler"] = self.scaler.state_dict()
+        keep = self.opt.keep_epoch and partial == 0
+        target = self.opt.work_dir / f"epoch_{epoch_done}.pth" if keep else self.latest_path
+        save_checkpoint(self.model, target, meta=meta, extra=extra)
+        if target != self.latest_path:
+            with atomic_path(self.latest_path) as tmp:
                 shutil.copyfile(target, tmp)
-        wrote_latest = True
+        self.wrote_latest = True
 
-    try:
-        for epoch in range(start_epoch, total_epochs):
-            epoch_seed = _seed_for(seed, epoch, d.rank)
-            torch.manual_seed(epoch_seed)  # the data layer seeds its augmentation from torch.initial_seed()
-            gen = torch.Generator()
-            gen.manual_seed(epoch_seed)
-            if d.enabled:
-                sampler = DistributedSampler(dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True,
-                                             seed=seed, drop_last=drop_last)
-                sampler.set_epoch(epoch)
-                loader = DataLoader(dataset, batch_size=bs, sampler=sampler, num_workers=workers,
-                                    collate_fn=collate, drop_last=drop_last, generator=gen, pin_memory=pin)
-            else:
-                loader = DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=workers, collate_fn=collate,
-                                    drop_last=drop_last, generator=gen, pin_memory=pin)
-            from tqdm import tqdm
+    # -- one epoch --------------------------------------------------------------------------------------
+    def _loader(self, epoch: int) -> Any:
+        """This epoch's loader; shuffling, worker seeds and in-process augmentation seeded by (seed, epoch, rank)."""
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{total_epochs}", unit="it",
-                       disable=not (progress and d.main), leave=False, file=sys.stderr)
-            sums = None
-            count = 0
-            ep_data, ep_step, ep_images = 0.0, 0.0, 0
-            ep_t0 = time.perf_counter()
-            t_end = time.perf_counter()
-            win_losses: list[list[float]] = []
-            win_data, win_step = 0.0, 0.0
-            it_in_epoch = 0
-            for batch in loader:
+        from srpose.data import collate
+
+        epoch_seed = _seed_for(self.opt.seed, epoch, self.d.rank)
+        torch.manual_seed(epoch_seed)  # the data layer seeds in-process augmentation from torch.initial_seed()
+        gen = torch.Generator()
+        gen.manual_seed(epoch_seed)
+        kw: dict[str, Any] = dict(batch_size=self.bs, num_workers=self.opt.workers, collate_fn=collate,
+                                  drop_last=self.drop_last, generator=gen, pin_memory=self.pin)
+        if self.d.enabled:
+            sampler = DistributedSampler(self.dataset, num_replicas=self.d.world_size, rank=self.d.rank,
+                                         shuffle=True, seed=self.opt.seed, drop_last=self.drop_last)
+            sampler.set_epoch(epoch)
+            return DataLoader(self.dataset, sampler=sampler, **kw)
+        return DataLoader(self.dataset, shuffle=True, **kw)
+
+    def _step(self, batch: Mapping[str, Any], epoch: int) -> list[float]:
+        """One optimizer step; returns [total loss, per-stage losses...]."""
+        img = batch["img"].to(self.dev, non_blocking=self.pin)
+        target = batch["target"].to(self.dev, non_blocking=self.pin)
+        weight = batch["target_weight"].to(self.dev, non_blocking=self.pin)
+        self.cur_lr = lr_at(self.tc, epoch, self.global_iter)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cur_lr
+        with torch.autocast("cuda", dtype=torch.float16) if self.opt.amp else contextlib.nullcontext():
+            outputs = self.net(img)
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        weights = stage_weights_for(self.head_type, len(outputs))
+        loss, stage_losses = multi_stage_loss(outputs, target, weight, weights, criterion=self.criterion)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, iteration "
+                                     f"{self.global_iter + 1}; lower --lr or use --grad-clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.opt.clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_iter += 1
+        if self.pin:
+            torch.cuda.synchronize(self.dev)
+        return [float(loss.detach())] + [float(x.detach()) for x in stage_losses]
+
+    def train_epoch(self, epoch: int) -> _EpochStats:
+        from tqdm import tqdm
+
+        st = _EpochStats()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.total_epochs}", unit="it",
+                   disable=not (self.opt.progress and self.d.main), leave=False, file=sys.stderr)
+        win: list[list[float]] = []
+        win_data = win_step = 0.0
+        t_end = time.perf_counter()
+        try:
+            for batch in self._loader(epoch):
                 t_data = time.perf_counter()
-                img = batch["img"].to(dev, non_blocking=pin)
-                target = batch["target"].to(dev, non_blocking=pin)
-                weight = batch["target_weight"].to(dev, non_blocking=pin)
-                cur_lr = lr_at(tc, epoch, global_iter)
-                for g in optimizer.param_groups:
-                    g["lr"] = cur_lr
-                with torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext():
-                    outputs = net(img)
-                if isinstance(outputs, torch.Tensor):
-                    outputs = [outputs]
-                weights = stage_weights_for(head_type, len(outputs))
-                loss, stage_losses = multi_stage_loss(outputs, target, weight, weights, criterion=criterion)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, iteration "
-                                             f"{global_iter + 1}; lower --lr or use --grad-clip")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                scaler.step(optimizer)
-                scaler.update()
-                global_iter += 1
-                it_in_epoch += 1
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
+                vals = self._step(batch, epoch)
                 t_step = time.perf_counter()
-                vals = [float(loss.detach())] + [float(s.detach()) for s in stage_losses]
-                sums = vals if sums is None else [a + b for a, b in zip(sums, vals)]
-                count += 1
-                win_losses.append(vals)
-                ep_data += t_data - t_end
-                ep_step += t_step - t_end
+                st.add(vals, len(batch["img"]), t_data - t_end, t_step - t_end)
+                st.iters += 1
+                win.append(vals)
                 win_data += t_data - t_end
                 win_step += t_step - t_end
-                ep_images += len(img)
                 t_end = t_step
-                bar.set_postfix(loss=f"{vals[0]:.3g}", lr=f"{cur_lr:.2e}", refresh=False)
+                bar.set_postfix(loss=f"{vals[0]:.3g}", lr=f"{self.cur_lr:.2e}", refresh=False)
                 bar.update(1)
-                if global_iter % log_every == 0:
-                    mean = np.mean(win_losses, axis=0).tolist()
-                    n_win = len(win_losses)
-                    log.write(mode="train", epoch=epoch + 1, iter=global_iter, lr=cur_lr, loss=mean[0],
-                              stage_losses=mean[1:], time=win_step / n_win, data_time=win_data / n_win,
-                              data_time_share=win_data / max(win_step, 1e-9), timestamp=time.time())
-                    win_losses, win_data, win_step = [], 0.0, 0.0
-                if max_iters is not None and global_iter >= max_iters:
-                    stop = True
+                if self.global_iter % self.opt.log_every == 0:
+                    mean = np.mean(win, axis=0).tolist()
+                    self.log.write(mode="train", epoch=epoch + 1, iter=self.global_iter, lr=self.cur_lr,
+                                   loss=mean[0], stage_losses=mean[1:], time=win_step / len(win),
+                                   data_time=win_data / len(win), data_time_share=win_data / max(win_step, 1e-9),
+                                   timestamp=time.time())
+                    win, win_data, win_step = [], 0.0, 0.0
+                if self.opt.max_iters is not None and self.global_iter >= self.opt.max_iters:
+                    st.stopped = True
                     break
+        finally:
             bar.close()
-            ep_secs = time.perf_counter() - ep_t0
-            n_images += ep_images
-            t_train += ep_step
-            data_secs += ep_data
-            step_secs += ep_step
-            if count == 0:
-                raise RuntimeError(f"epoch {epoch + 1} ran no iteration; the data loader is empty")
-            means = [s / count for s in sums]
-            if d.enabled:  # average the epoch losses over ranks for the log
-                t = torch.tensor(means, dtype=torch.float64)
-                dist.all_reduce(t)
-                means = (t / d.world_size).tolist()
-            final_loss = means[0]
-            _sync_buffers(model, d)
-            partial = it_in_epoch if (stop and it_in_epoch < steps_per_epoch) else 0
-            epoch_done = epoch + 1 if partial == 0 else epoch
-            epochs_done = epoch_done
-            summary = dict(epoch=epoch + 1, iter=global_iter, lr=cur_lr,
-                           loss=means[0], stage_losses=means[1:], seconds=ep_secs,
-                           images_per_s=ep_images * d.world_size / max(ep_step, 1e-9),
-                           data_time_share=ep_data / max(ep_step, 1e-9))
-            last = (epoch + 1 == total_epochs) or stop
-            if eval_fn is not None and partial == 0 and (last or (eval_every and (epoch + 1) % eval_every == 0)):
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                metrics = _run_eval(eval_fn, model, d)
-                if key_indicator not in metrics:
-                    raise KeyError(f"eval_fn returned {sorted(metrics)} but the key indicator is {key_indicator!r}")
-                summary["metrics"] = metrics
-                value = metrics[key_indicator]
-                if best_metric is None or value > best_metric:
-                    best_metric, best_epoch = value, epoch + 1
-                    if d.main:
-                        save_checkpoint(model, best_path, meta=dict(epoch=epoch + 1, iter=global_iter,
-                                                                    config=cfg.to_dict(),
-                                                                    **{key_indicator: value}))
-            history.append(summary)
-            if d.main:
-                log.write(mode="epoch", timestamp=time.time(), **summary)
-            if (checkpoint_every and (epoch + 1) % checkpoint_every == 0) or last:
-                checkpoint(epoch_done, partial)
-            if d.enabled:
-                dist.barrier()
-            if stop:
-                break
-    finally:
-        log.close()
+        if st.count == 0:
+            raise RuntimeError(f"epoch {epoch + 1} ran no iteration; the data loader is empty")
+        return st
 
-    digest = weights_digest(model)
-    return TrainResult(
-        work_dir=str(work_dir), epochs=epochs_done, iters=global_iter,
-        final_loss=final_loss, latest=str(latest_path) if wrote_latest else None,
-        best=str(best_path) if best_epoch is not None else None, best_metric=best_metric, best_epoch=best_epoch,
-        metrics=metrics, history=history,
-        images_per_s=n_images * d.world_size / t_train if t_train > 0 else 0.0,
-        data_time_share=data_secs / step_secs if step_secs > 0 else 0.0, weights_digest=digest, rank=d.rank,
-        world_size=d.world_size, log_file=str(log_path) if d.main else None)
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """Run ``eval_fn``; keeps ``best.pth`` when the key indicator improves."""
+        if self.pin:
+            torch.cuda.empty_cache()
+        metrics = _run_eval(self.opt.eval_fn, self.model, self.d)  # type: ignore[arg-type]
+        key = self.opt.key_indicator
+        if key not in metrics:
+            raise KeyError(f"eval_fn returned {sorted(metrics)} but the key indicator is {key!r}")
+        if self.best_metric is None or metrics[key] > self.best_metric:
+            self.best_metric, self.best_epoch = metrics[key], epoch + 1
+            if self.d.main:
+                save_checkpoint(self.model, self.best_path, meta=dict(
+                    epoch=epoch + 1, iter=self.global_iter, config=self.cfg.to_dict(), **{key: metrics[key]}))
+        self.metrics = metrics
+        return metrics
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        d, opt = self.d, self.opt
+        epochs_done, final_loss = self.start_epoch, float("nan")
+        images = data_s = step_s = 0.0
+        try:
+            for epoch in range(self.start_epoch, self.total_epochs):
+                t0 = time.perf_counter()
+                st = self.train_epoch(epoch)
+                images, data_s, step_s = images + st.images, data_s + st.data_s, step_s + st.step_s
+                means = [v / st.count for v in st.sums]
+                if d.enabled:  # the logged losses are averaged over ranks
+                    t = torch.tensor(means, dtype=torch.float64)
+                    dist.all_reduce(t)
+                    means = (t / d.world_size).tolist()
+                final_loss = means[0]
+                _sync_buffers(self.model, d)
+                partial = st.iters if (st.stopped and st.iters < self.steps_per_epoch) else 0
+                epochs_done = epoch + 1 if partial == 0 else epoch
+                summary: dict[str, Any] = dict(
+                    epoch=epoch + 1, iter=self.global_iter, lr=self.cur_lr, loss=means[0], stage_losses=means[1:],
+                    seconds=time.perf_counter() - t0, images_per_s=st.images * d.world_size / max(st.step_s, 1e-9),
+                    data_time_share=st.data_s / max(st.step_s, 1e-9))
+                last = epoch + 1 == self.total_epochs or st.stopped
+                if opt.eval_fn is not None and partial == 0 and (
+                        last or (opt.eval_every and (epoch + 1) % opt.eval_every == 0)):
+                    summary["metrics"] = self.evaluate(epoch)
+                self.history.append(summary)
+                self.log.write(mode="epoch", timestamp=time.time(), **summary)
+                if (opt.checkpoint_every and (epoch + 1) % opt.checkpoint_every == 0) or last:
+                    self.checkpoint(epochs_done, partial)
+                if d.enabled:
+                    dist.barrier()
+                if st.stopped:
+                    break
+        finally:
+            self.log.close()
+        return TrainResult(
+            work_dir=str(opt.work_dir), epochs=epochs_done, iters=self.global_iter, final_loss=final_loss,
+            latest=str(self.latest_path) if self.wrote_latest else None,
+            best=str(self.best_path) if self.best_epoch is not None else None, best_metric=self.best_metric,
+            best_epoch=self.best_epoch, metrics=self.metrics, history=self.history,
+            images_per_s=images * d.world_size / step_s if step_s > 0 else 0.0,
+            data_time_share=data_s / step_s if step_s > 0 else 0.0, weights_digest=weights_digest(self.model),
+            rank=d.rank, world_size=d.world_size, log_file=str(self.log_path) if d.main else None)
 
 
 def _init_weights(model: nn.Module, path: str | Path) -> None:

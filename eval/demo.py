@@ -1,0 +1,269 @@
+"""``srpose demo`` (and ``srpose pipeline``): checkpoint to report in one command.
+
+demo: generate a small data set (or take real COCO-format data), train a small preset, then run the pipeline.
+pipeline: export every precision (heatmap graphs and the in-graph decode graph), build TensorRT engines where
+TensorRT and a GPU exist (otherwise say so and use ONNX Runtime), evaluate every model against the PyTorch
+reference, bench them, and write one Markdown report with tables and PNG plots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["add_demo_arguments", "run_demo", "add_pipeline_arguments", "run_pipeline", "DEMO_PRESET"]
+
+#: The demo's model: small enough to learn the generated data in a few CPU minutes (see docs/benchmarks.md).
+DEMO_PRESET = "res18_sr_coco_128x96"
+
+
+def _say(msg: str) -> None:
+    print(f"\n== {msg}", flush=True)
+
+
+def tensorrt_status() -> str | None:
+    """None when engines can be built here, otherwise the reason they cannot."""
+    from engines import _trt_compat
+
+    if _trt_compat.trt is None:
+        return f"TensorRT is not installed ({_trt_compat.TRT_IMPORT_ERROR})"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is visible"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "torch is not installed"
+    return None
+
+
+def _plot_loss(log_file: Path, out_png: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from srpose._io import atomic_path
+
+    recs = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    pts = [(r["iter"], r["loss"]) for r in recs if "loss" in r and "iter" in r]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``srpose pipeline``."""
+    p.add_argument("model", metavar="NAME_OR_CONFIG", help="preset, official .py config or project .json config")
+    p.add_argument("--checkpoint", required=True, help="checkpoint to deploy")
+    _pipeline_options(p)
+
+
+def _pipeline_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (evaluation and INT8 calibration)")
+    g.add_argument("--ann", required=False, help="COCO-format annotations of the evaluation set")
+    g.add_argument("--images", required=False, help="image folder of the evaluation set")
+    g.add_argument("--calib-ann", default=None, help="calibration annotations (default: --ann)")
+    g.add_argument("--calib-images", default=None, help="calibration images (default: --images)")
+    g.add_argument("--calib-num", type=int, default=256, help="calibration crops (default 256)")
+    o = p.add_argument_group("pipeline")
+    o.add_argument("--out", default=None, help="output folder (default: demo/ for the demo, pipeline/<name>/ otherwise)")
+    o.add_argument("--precision", nargs="+", default=["fp32", "fp16", "int8"], choices=("fp32", "fp16", "int8"))
+    o.add_argument("--no-decode", dest="decode", action="store_false", help="skip the in-graph decode graph")
+    o.add_argument("--bench-batch", type=int, nargs="+", default=[1, 8], help="bench batch sizes (default 1 8)")
+    o.add_argument("--bench-s", type=float, default=1.5, help="timed seconds per bench batch size (default 1.5)")
+    o.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime and torch")
+    o.add_argument("--max-ap-drop", type=float, default=None, help="exit 1 when a model loses more AP than this")
+
+
+def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = (), title: str | None = None) -> int:
+    """Export, build (where possible), parity, bench, report. Returns 1 when ``--max-ap-drop`` is exceeded."""
+    import torch
+
+    from engines.profiler import format_table, plot_profile, profile
+    from srpose import build_model, get_config, load_checkpoint
+    from srpose._io import atomic_write_json, atomic_write_text, sha256_file
+    from srpose.cli import main as cli_main
+    from srpose.data import DATASET_CLASSES
+
+    from .backends import TorchBackend
+    from .evaluator import evaluate
+    from .parity import models_over_drop, plot_parity, run_parity_check, to_markdown
+    from .visualize import render_results
+
+    if not (args.ann and args.images):
+        raise ValueError("the pipeline evaluates on real crops: pass --ann ANN.json --images DIR")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = get_config(args.model)
+    out = Path(args.out or Path("pipeline") / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_dir = out / "onnx"
+    t0 = time.perf_counter()
+
+    # keep the exact config next to the outputs so every later step (and the user) can rebuild the model
+    cfg_path = out / f"{cfg.name}.json"
+    atomic_write_json(cfg_path, cfg.to_dict())
+    calib_ann, calib_images = args.calib_ann or args.ann, args.calib_images or args.images
+
+    _say(f"export {', '.join(args.precision)} to {onnx_dir}")
+    common = [str(cfg_path), "--checkpoint", str(args.checkpoint), "--out-dir", str(onnx_dir),
+              "--calib-ann", str(calib_ann), "--calib-images", str(calib_images), "--calib-num", str(args.calib_num),
+              "--batch", f"1,{max(args.bench_batch)},{max(32, max(args.bench_batch))}"]
+    if cli_main(["export", *common, "--precision", *args.precision]) != 0:
+        raise RuntimeError("export failed")
+    files = [onnx_dir / f"{cfg.name}.{p}.onnx" for p in args.precision]
+    if args.decode:
+        if cli_main(["export", *common, "--precision", "fp32", "--decode", "--name", f"{cfg.name}-decode"]) != 0:
+            raise RuntimeError("export of the decode graph failed")
+        files.append(onnx_dir / f"{cfg.name}-decode.fp32.onnx")
+
+    engines: list[Path] = []
+    reason = tensorrt_status()
+    if reason is None:
+        _say("build TensorRT engines")
+        for f in files:
+            eng = out / "engines" / (f.stem + ".engine")
+            eng.parent.mkdir(parents=True, exist_ok=True)
+            if cli_main(["build", str(f), "--out", str(eng)]) != 0:
+                raise RuntimeError(f"engine build failed for {f}")
+            engines.append(eng)
+    else:
+        _say(f"TensorRT engines skipped: {reason}; the same graphs run in ONNX Runtime below")
+
+    _say("parity against PyTorch")
+    model = build_model(cfg)
+    load_checkpoint(model, args.checkpoint)
+    ds_cls = DATASET_CLASSES[str(cfg.data.get("dataset", "coco"))]
+    dataset = ds_cls(str(args.ann), str(args.images), cfg.data, use_gt_bbox=True)
+    report = run_parity_check(model, cfg, [*files, *engines], dataset, threads=args.threads, workers=0,
+                              progress=True, checkpoint_sha256=sha256_file(args.checkpoint))
+    atomic_write_json(out / "parity.json", report)
+    plot_parity(report, out / "parity.png")
+
+    _say("keypoints on evaluation images")
+    results_file = out / "results.json"
+    evaluate(TorchBackend(model), dataset, cfg.data, cfg.test_cfg, workers=0, progress=False,
+             results_file=results_file)
+    render_results(results_file, args.ann, args.images, out / "keypoints.png")
+
+    _say("bench")
+    from engines.onnxruntime import OnnxRuntimeBackend
+
+    rows: list[dict[str, Any]] = []
+    backends: list[Any] = [TorchBackend(model)] + [OnnxRuntimeBackend(f, threads=args.threads) for f in files]
+    w, h = cfg.image_size
+    for be in backends:
+        try:
+            for r in profile(be, (3, h, w), args.bench_batch, warmup_s=0.3, duration_s=args.bench_s, progress=False):
+                r["backend"] = "pytorch" if isinstance(be, TorchBackend) else Path(be.path).name
+                r["precision"] = r.get("precision") or ("fp32" if isinstance(be, TorchBackend) else None)
+                rows.append(r)
+        finally:
+            be.close()
+    atomic_write_json(out / "bench.json", rows)
+    plot_profile(rows, out / "bench.png")
+    bench_table = format_table(rows)
+    print(bench_table)
+
+    tables = to_markdown(report)
+    lines = [f"# {title or 'SRPose-TRT pipeline report'}: `{cfg.name}`", "",
+             f"Checkpoint `{args.checkpoint}`, evaluation on `{args.ann}` ({report['persons']} persons, GT boxes), "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}.", "", *extra_sections,
+             "## Parity with PyTorch", "", tables, "![AP and throughput per model](parity.png)", "",
+             "## Throughput (CPU unless a GPU is shown)", "", "```", bench_table, "```", "",
+             "![latency and throughput vs batch size](bench.png)", "",
+             "## Predicted keypoints (PyTorch reference)", "", "![keypoints](keypoints.png)", "",
+             "## TensorRT", "",
+             (f"Engines built: {', '.join(e.name for e in engines)}." if engines else
+              f"No engines built: {reason}. The ONNX graphs above are exactly what `srpose build` gives TensorRT "
+              "(precision lives in the graph), so their accuracy carries over."), "",
+             "## Files", "", f"- ONNX graphs and export report: `{onnx_dir}`",
+             "- `parity.json`, `bench.json`, `results.json`", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    _say(f"report written to {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+    print(tables)
+    over = models_over_drop(report, args.max_ap_drop)
+    if over:
+        print(f"models losing more than {args.max_ap_drop} AP: {', '.join(over)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- demo
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``srpose demo``."""
+    p.add_argument("--data", choices=("synthetic", "coco"), default="synthetic",
+                   help="generated people (default) or a real COCO-format set given by --ann/--images")
+    p.add_argument("--preset", default=DEMO_PRESET, help=f"model to train (default {DEMO_PRESET})")
+    p.add_argument("--train-ann", default=None, help="--data coco: training annotations (default: --ann)")
+    p.add_argument("--train-images", default=None, help="--data coco: training images (default: --images)")
+    p.add_argument("--train-size", type=int, default=400, help="synthetic training images (default 400)")
+    p.add_argument("--val-size", type=int, default=40, help="synthetic validation images (default 40)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch", type=int, default=32, help="training batch size (default 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="training learning rate (default 2e-3)")
+    p.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    _pipeline_options(p)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run ``srpose demo``."""
+    import torch
+
+    from srpose import get_config
+    from srpose.data.synthetic import generate_dataset
+    from srpose.train.trainer import train
+
+    from .train_hooks import make_eval_fn
+
+    out = Path(args.out or "demo")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.data == "synthetic":
+        _say(f"generate {args.train_size} training and {args.val_size} validation images under {out / 'data'}")
+        tr = generate_dataset(out / "data" / "train", num_images=args.train_size, seed=args.seed, progress=True)
+        va = generate_dataset(out / "data" / "val", num_images=args.val_size, seed=args.seed + 1, progress=True)
+        train_ann, train_images, args.ann, args.images = tr["ann"], tr["images"], va["ann"], va["images"]
+    else:
+        if not (args.ann and args.images):
+            raise ValueError("--data coco needs --ann ANN.json --images DIR (and optionally --train-ann/--train-images)")
+        train_ann, train_images = args.train_ann or args.ann, args.train_images or args.images
+    cfg = get_config(args.preset)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _say(f"train {cfg.name} for {args.epochs} epochs on {device}")
+    eval_fn = make_eval_fn(cfg, str(args.ann), str(args.images), batch_size=64)
+    res = train(cfg, train_ann=train_ann, train_images=train_images, work_dir=out / "train", epochs=args.epochs,
+                batch_size=args.batch, lr=args.lr, workers=2, eval_every=max(1, args.epochs // 3), eval_fn=eval_fn,
+                seed=args.seed, device=device, checkpoint_every=args.epochs)
+    t_train = time.perf_counter() - t0
+    ckpt = res.best or res.latest
+    loss_png = _plot_loss(Path(res.log_file), out / "loss.png") if res.log_file else None
+    ap = res.best_metric if res.best_metric is not None else res.metrics.get("AP")
+    section = ["## Training", "",
+               f"{cfg.name} trained {res.epochs} epochs ({res.iters} iterations) on {args.data} data in "
+               f"{t_train:.0f} s on {device}: {res.images_per_s:.1f} images/s, data loading "
+               f"{100 * res.data_time_share:.0f}% of step time. Validation AP {ap:.3f} (best epoch {res.best_epoch}).",
+               ""]
+    if ap is not None and ap < 0.7:
+        section += [f"> warning: the trained model reached AP {ap:.3f} < 0.7; the parity figures below say little "
+                    "about deployment accuracy. Train longer (--epochs).", ""]
+    if loss_png:
+        section += ["![training loss](loss.png)", ""]
+    args.model, args.checkpoint = cfg.name, ckpt
+    return run_pipeline(args, extra_sections=section, title="SRPose-TRT demo")
