@@ -2,8 +2,7 @@
 
 Reads the export metadata (``metadata_props``, JSON values) for the output kind, the in-graph flip test and the batch
 profile; files without that metadata still run (heatmap output assumed unless the output is named ``keypoints``).
-Bottom-up exports report ``output_kind="heatmaps_tags"`` (heatmaps then tag maps), which the top-down evaluator
-does not take.
+Raw bottom-up exports (one output: heatmaps then tag maps, dynamic H and W) run too.
 """
 from __future__ import annotations
 
@@ -60,7 +59,9 @@ class OnnxRuntimeBackend(Backend):
     """Run an exported ONNX model with ONNX Runtime.
 
     ``providers``: ``None`` (CPU), ``"cuda"`` or a list of provider names. ``threads``: intra-op threads (default:
-    ONNX Runtime's choice, all physical cores). Graph optimisation level ALL. Batches larger than the exported
+    ONNX Runtime's choice, all physical cores). ``spin``: let idle intra-op threads spin (lowest latency on a
+    dedicated machine; off by default, like PyTorch with ``OMP_WAIT_POLICY=PASSIVE``, so data-loader workers and
+    other processes keep their cores). Graph optimisation level ALL. Batches larger than the exported
     ``batch_max`` are run in chunks of ``batch_max``.
 
     ``fp16_emulation``: run a float16 graph with explicit float16 rounding of every float16 tensor (see
@@ -71,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | str | None = None,
-                 threads: int | None = None, fp16_emulation: bool | None = None) -> None:
+                 threads: int | None = None, fp16_emulation: bool | None = None, spin: bool = False) -> None:
         super().__init__()
         import onnxruntime as ort
 
@@ -87,6 +88,8 @@ class OnnxRuntimeBackend(Backend):
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        if not spin:  # idle workers sleep instead of spinning: data loading and other work keep their cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_list = resolve_providers(providers)
         self.session = self._open(str(self.path), opts, provider_list)
         self.fp16_emulated = False
@@ -113,7 +116,7 @@ class OnnxRuntimeBackend(Backend):
                              "(FP16 exports keep float32 I/O)")
         self.output_kind = str(self.meta.get("output_kind") or
                                ("keypoints" if self.output_name == "keypoints" else "heatmaps"))
-        if self.output_kind not in ("heatmaps", "keypoints", "heatmaps_tags"):
+        if self.output_kind not in ("heatmaps", "keypoints"):
             raise ValueError(f"{self.path}: unknown output_kind {self.output_kind!r} in the metadata")
         self.flip_in_graph = bool(self.meta.get("flip", False))
         self.precision = str(self.meta.get("precision", "fp32"))
@@ -156,5 +159,6 @@ class OnnxRuntimeBackend(Backend):
         self.session = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return (f"OnnxRuntimeBackend({str(self.path)!r}, precision={self.precision!r}, output_kind={self.output_kind!r}, "
+        return (f"OnnxRuntimeBackend({str(self.path)!r}, precision={self.precision!r}, "
+                f"output_kind={self.output_kind!r}, "
                 f"flip_in_graph={self.flip_in_graph}, providers={self.providers})")

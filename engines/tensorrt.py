@@ -119,6 +119,46 @@ def _batch_range(batch: Sequence[int] | None, meta: dict, onnx_batch: Any, onnx_
     return b  # type: ignore[return-value]
 
 
+def _meta_value(v: Any) -> Any:
+    """A metadata_props value (JSON-encoded by ``srpose export``, or a plain string)."""
+    try:
+        return json.loads(v) if isinstance(v, str) else v
+    except json.JSONDecodeError:
+        return v
+
+
+def _chw_range(shape: Sequence[Any], meta: dict, name: str, onnx_path: Path) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) C x H x W of the profile: the static ONNX dims, or for dynamic H and W (bottom-up exports)
+    the metadata ``height_min/opt/max`` and ``width_min/opt/max``."""
+    if len(shape) != 4 or not (isinstance(shape[1], int) and shape[1] > 0):
+        raise ValueError(f"{onnx_path}: input {name!r} has shape {shape}; expected N x C x H x W with a static C")
+    static = [isinstance(d, int) and d > 0 for d in shape[2:]]
+    if all(static):
+        chw = tuple(int(d) for d in shape[1:])
+        return chw, chw, chw
+    keys = [f"{d}_{k}" for k in ("min", "opt", "max") for d in ("height", "width")]
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise ValueError(f"{onnx_path}: input {name!r} has dynamic height/width {shape[2:]} but the metadata lacks "
+                         f"{missing} for the optimisation profile: export it with `srpose export` (bottom-up "
+                         "models write --shape-profile) or give the input static H and W")
+    try:
+        vals = {k: int(_meta_value(meta[k])) for k in keys}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{onnx_path}: metadata {keys} must be integers, got {[meta[k] for k in keys]}") from e
+    out = []
+    for k in ("min", "opt", "max"):
+        h, w = vals[f"height_{k}"], vals[f"width_{k}"]
+        h = int(shape[2]) if static[0] else h
+        w = int(shape[3]) if static[1] else w
+        out.append((int(shape[1]), h, w))
+    lo, opt, hi = out
+    if not all(1 <= a <= b <= c for a, b, c in zip(lo[1:], opt[1:], hi[1:])):
+        raise ValueError(f"{onnx_path}: shape profile min {lo[1:]}, opt {opt[1:]}, max {hi[1:]} (H, W) must satisfy "
+                         "1 <= min <= opt <= max")
+    return lo, opt, hi
+
+
 def check_legacy_supported(legacy: str | None) -> None:
     """Refuse the weakly typed ``legacy`` path where TensorRT has removed it (11.x) or for an unknown value."""
     if legacy is None:
@@ -261,11 +301,8 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
     info = onnx_input_info(onnx_path)
     meta = info["metadata"]
     name, shape = info["name"], info["shape"]
-    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        raise ValueError(f"{onnx_path}: input {name!r} has shape {shape}; expected N x C x H x W with static C, H, "
-                         "W (only the batch may be dynamic)")
+    chw_min, chw_opt, chw_max = _chw_range(shape, meta, name, onnx_path)
     bmin, bopt, bmax = _batch_range(batch, meta, shape[0], onnx_path)
-    chw = tuple(shape[1:])
     gpu = compat.gpu_info(device)
 
     logger = compat.make_logger(verbose)
@@ -278,7 +315,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     config.builder_optimization_level = int(opt_level)
     profile = builder.create_optimization_profile()
-    profile.set_shape(name, (bmin, *chw), (bopt, *chw), (bmax, *chw))
+    profile.set_shape(name, (bmin, *chw_min), (bopt, *chw_opt), (bmax, *chw_max))
     config.add_optimization_profile(profile)
 
     cache_path = Path(timing_cache) if timing_cache else None
@@ -327,7 +364,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *,
         "precision": legacy if legacy else meta.get("precision", "fp32"),
         "legacy": legacy,
         "strongly_typed": legacy is None,
-        "profile": {"input": name, "min": [bmin, *chw], "opt": [bopt, *chw], "max": [bmax, *chw]},
+        "profile": {"input": name, "min": [bmin, *chw_min], "opt": [bopt, *chw_opt], "max": [bmax, *chw_max]},
         "inputs": inputs,
         "outputs": outputs,
         "onnx": {"path": str(onnx_path), "sha256": _sha256_file(onnx_path)},
@@ -416,10 +453,14 @@ class TensorRTBackend(Backend):
         self._setup_io(trt)
 
         meta = (self.sidecar or {}).get("onnx_metadata", {})
+        self.meta = {k: _meta_value(v) for k, v in meta.items()}
         self.flip_in_graph = str(meta.get("flip", "")).lower() in ("1", "true")
+        kind = self.meta.get("output_kind")
+        if isinstance(kind, str) and kind:
+            self.output_kind = kind
         self.precision = (self.sidecar or {}).get("precision")
-        self._graphs: dict[int, Any] = {}
-        self._batch: int | None = None
+        self._graphs: dict[tuple[int, ...], Any] = {}
+        self._shape: tuple[int, ...] | None = None
 
     # -- checks ----------------------------------------------------------------------------------------------
 
@@ -457,7 +498,9 @@ class TensorRTBackend(Backend):
         self.input_name, self.output_names = inputs[0], outputs
         pmin, popt, pmax = (tuple(int(v) for v in s) for s in eng.get_tensor_profile_shape(self.input_name, 0))
         self.batch_range = (pmin[0], popt[0], pmax[0])
-        self.input_shape = tuple(pmax[1:])  # C, H, W
+        self.input_shape = tuple(pmax[1:])  # C, H, W (the largest, when H and W are dynamic)
+        self.input_shape_min = tuple(pmin[1:])
+        self.dynamic_hw = self.input_shape_min != self.input_shape
         self.input_dtype = compat.nptype(eng.get_tensor_dtype(self.input_name))
         ctx.set_input_shape(self.input_name, pmax)
         self._in_buf = self._ops.alloc(int(np.prod(pmax)), self.input_dtype)
@@ -474,35 +517,48 @@ class TensorRTBackend(Backend):
         self.output_kind = "heatmaps" if rank == 4 else "keypoints"
         self._events = [self._ops.event() for _ in range(4)]
 
-    def _set_batch(self, n: int) -> None:
-        if n == self._batch:
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if not self.dynamic_hw:
+            if len(shape) != 4 or shape[1:] != self.input_shape:
+                raise ValueError(f"input shape {shape} does not match the engine's N x {self.input_shape}")
             return
+        lo, hi = self.input_shape_min, self.input_shape
+        if len(shape) != 4 or shape[1] != hi[0] or not all(a <= v <= b for a, v, b in zip(lo[1:], shape[2:], hi[1:])):
+            raise ValueError(f"input shape {shape} does not match the engine's N x {hi[0]} x H x W with H in "
+                             f"{lo[1]}..{hi[1]} and W in {lo[2]}..{hi[2]}: rebuild from an export whose "
+                             "--shape-profile covers it")
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if shape == self._shape:
+            return
+        n = shape[0]
         lo, _, hi = self.batch_range
         if not lo <= n <= hi:
             raise ValueError(f"batch of {n} is outside the engine's profile {lo}..{hi}: rebuild with "
                              f"`srpose build --batch MIN,OPT,MAX` covering it")
-        self._context.set_input_shape(self.input_name, (n, *self.input_shape))
-        self._batch = n
+        self._context.set_input_shape(self.input_name, shape)
+        self._shape = shape
 
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._ops.stream_handle):
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.engine_path} (see its log above)")
 
-    def _run(self, n: int) -> None:
+    def _run(self, shape: tuple[int, ...]) -> None:
         if not self.cuda_graph:
             self._execute()
             return
-        launch = self._graphs.get(n)
+        launch = self._graphs.get(shape)
         if launch is None:
             self._execute()  # one plain run first: TensorRT finishes its shape-dependent setup outside capture
             self._ops.synchronize()
-            launch = self._graphs[n] = self._ops.capture(self._execute)
+            launch = self._graphs[shape] = self._ops.capture(self._execute)
         launch()
 
     # -- Backend -----------------------------------------------------------------------------------------------
 
-    def infer(self, images: Any, meta: Any = None) -> np.ndarray:
-        """Run N x C x H x W crops (numpy, or a torch CUDA tensor with torch memory); returns the first output."""
+    def infer(self, images: Any, meta: Any = None) -> Any:
+        """Run N x C x H x W inputs (numpy, or a torch CUDA tensor with torch memory); returns the output array, or
+        a dict name -> array for engines with several outputs (decoded bottom-up graphs)."""
         if self._context is None:
             raise RuntimeError("TensorRTBackend is closed")
         is_torch = (type(images).__module__.startswith("torch") and getattr(images, "is_cuda", False)
@@ -510,12 +566,10 @@ class TensorRTBackend(Backend):
         if not is_torch:
             images = np.ascontiguousarray(images.detach().cpu().numpy() if hasattr(images, "detach") else images,
                                           dtype=self.input_dtype)
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[1:] != self.input_shape:
-            raise ValueError(f"input shape {shape} does not match the engine's N x {self.input_shape}")
+        shape = tuple(int(v) for v in images.shape)
+        self._check_shape(shape)
         t0 = time.perf_counter()
-        n = shape[0]
-        self._set_batch(n)
+        self._set_shape(shape)
         ops, ev = self._ops, self._events
         ops.record(ev[0])
         if is_torch:
@@ -523,14 +577,16 @@ class TensorRTBackend(Backend):
         else:
             ops.upload(self._in_buf, images)
         ops.record(ev[1])
-        self._run(n)
+        self._run(shape)
         ops.record(ev[2])
-        first = self.output_names[0]
-        out_shape = tuple(int(v) for v in self._context.get_tensor_shape(first))
-        host = ops.download(self._out_bufs[first], int(np.prod(out_shape)))
+        hosts = {}
+        for name in self.output_names:
+            out_shape = tuple(int(v) for v in self._context.get_tensor_shape(name))
+            hosts[name] = (ops.download(self._out_bufs[name], int(np.prod(out_shape))), out_shape)
         ops.record(ev[3])
         ops.synchronize()
-        out = host.reshape(out_shape).astype(np.float32, copy=True)
+        outs = {name: host.reshape(s).astype(np.float32, copy=True) for name, (host, s) in hosts.items()}
+        out = outs[self.output_names[0]] if len(outs) == 1 else outs
         self.last_timing_ms = ops.elapsed_ms(ev[1], ev[2])
         self.last_copy_ms = ops.elapsed_ms(ev[0], ev[1]) + ops.elapsed_ms(ev[2], ev[3])
         self.last_wall_ms = (time.perf_counter() - t0) * 1e3

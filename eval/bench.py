@@ -21,7 +21,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "fp16-weights"),
                    help="torch backend on CUDA: autocast fp16/bf16 or half weights (default: fp32)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], metavar="N", help="batch sizes (default: 1 8 32)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, metavar="N",
+                   help="batch sizes (default: 1 8 32; 1 for bottom-up models)")
+    p.add_argument("--input-size", default=None, metavar="WxH",
+                   help="bottom-up models (dynamic H and W): input size to time (default: the config's)")
     p.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per batch size (default: 1)")
     p.add_argument("--duration-s", type=float, default=3.0, help="timed seconds per batch size (default: 3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
@@ -48,15 +51,25 @@ def _backend(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         model = build_model(cfg)
         if args.checkpoint:
             load_checkpoint(model, args.checkpoint)
-        return TorchBackend(model, device=args.device, precision=args.precision), dict(cfg.data, name=cfg.name)
+        from srpose.models.bottom_up import is_bottom_up
+
+        return (TorchBackend(model, device=args.device, precision=args.precision),
+                dict(cfg.data, name=cfg.name, bottom_up=is_bottom_up(cfg)))
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (for --backend {args.backend})")
     if args.backend == "onnxruntime":
         from engines.onnxruntime import OnnxRuntimeBackend
+        from export.onnx_export import read_metadata
 
-        be = OnnxRuntimeBackend(path, providers="cuda" if args.device.startswith("cuda") else None,
-                                threads=args.threads)
+        if _is_true(read_metadata(path).get("bottom_up")):  # may have several outputs (decoded graphs)
+            from .bottom_up import BottomUpOnnxBackend
+
+            be = BottomUpOnnxBackend(path, providers="cuda" if args.device.startswith("cuda") else None,
+                                     threads=args.threads)
+        else:
+            be = OnnxRuntimeBackend(path, providers="cuda" if args.device.startswith("cuda") else None,
+                                    threads=args.threads)
         meta = dict(be.meta or {})
     else:
         from engines.tensorrt import TensorRTBackend, read_sidecar
@@ -65,6 +78,10 @@ def _backend(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         be = TensorRTBackend(path, device=dev, cuda_graph=args.cuda_graph)
         meta = dict((read_sidecar(path) or {}).get("onnx_metadata", {}))
     return be, _data_from_metadata(meta, path)
+
+
+def _is_true(v: Any) -> bool:
+    return v is True or str(v).lower() in ("1", "true")
 
 
 def _data_from_metadata(meta: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -77,7 +94,7 @@ def _data_from_metadata(meta: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} has no export metadata (image_size); export it with `srpose export`")
     return dict(name=path.stem, image_size=[int(v) for v in size], mean=get("mean") or [0.485, 0.456, 0.406],
                 std=get("std") or [0.229, 0.224, 0.225], decoder=get("decoder") or "srpose",
-                heatmap_size=get("heatmap_size"))
+                heatmap_size=get("heatmap_size"), bottom_up=_is_true(meta.get("bottom_up")))
 
 
 def make_end_to_end(backend: Any, data: dict[str, Any], seed: int = 0) -> Callable[[Any], Any]:
@@ -111,11 +128,23 @@ def run_bench(args: argparse.Namespace) -> int:
     from engines.profiler import format_table, plot_profile, profile
     from srpose._io import atomic_write_json
 
-    if any(b < 1 for b in args.batch):
+    if args.batch is not None and any(b < 1 for b in args.batch):
         raise ValueError(f"--batch sizes must be >= 1, got {args.batch}")
     backend, data = _backend(args)
     try:
         w, h = data["image_size"]
+        if data.get("bottom_up"):
+            if args.end_to_end:
+                raise ValueError("--end-to-end times person crops (top-down); bottom-up models take whole images: "
+                                 "drop --end-to-end")
+            if args.input_size:
+                from export.commands import parse_input_size
+
+                w, h = parse_input_size(args.input_size)
+        elif args.input_size:
+            raise ValueError(f"--input-size applies to bottom-up models only; {data['name']} has a fixed input "
+                             f"{w}x{h}")
+        args.batch = args.batch or ([1] if data.get("bottom_up") else [1, 8, 32])
         e2e = make_end_to_end(backend, data) if args.end_to_end else None
         rows = profile(backend, (3, h, w), args.batch, warmup_s=args.warmup_s, duration_s=args.duration_s,
                        end_to_end=e2e, progress=not args.quiet)

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from srpose.data.bottom_up import BottomUpCocoDataset
 
 __all__ = ["BottomUpOracleBackend", "BottomUpOnnxBackend", "evaluate_bottom_up", "run_bottom_up_eval",
-           "run_bottom_up_parity", "bottom_up_parity_markdown", "bench_bottom_up", "DECODED_KIND"]
+           "run_bottom_up_parity", "run_bottom_up_parity_command", "bottom_up_parity_markdown", "bench_bottom_up",
+           "DECODED_KIND"]
 
 DECODED_KIND = "bottomup_candidates"
 
@@ -308,6 +309,15 @@ def run_bottom_up_eval(args: argparse.Namespace, cfg: "PoseConfig") -> int:
 
 
 # ----------------------------------------------------------------------------------------------- parity + bench
+def _file_backend(path: str | Path, *, threads: int | None = None, device: int = 0) -> Backend:
+    """A bottom-up model file as a backend: TensorRT for ``.engine`` / ``.plan``, else ONNX Runtime."""
+    if Path(path).suffix in (".engine", ".plan"):
+        from engines.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path, device=device)
+    return BottomUpOnnxBackend(path, threads=threads)
+
+
 def run_bottom_up_parity(model: "nn.Module", cfg: "PoseConfig", model_files: Sequence[str | Path],
                          dataset: "BottomUpCocoDataset", *, flip: bool | None = None, threads: int | None = None,
                          progress: bool = False) -> dict[str, Any]:
@@ -327,9 +337,9 @@ def run_bottom_up_parity(model: "nn.Module", cfg: "PoseConfig", model_files: Seq
                                             people=ref.num_persons, backend_ms_per_image=ref.backend_ms_per_person),
         models=[], warnings=[])
     for path in model_files:
-        backend = BottomUpOnnxBackend(path, threads=threads)
+        backend = _file_backend(path, threads=threads)
         acc = ErrorAccumulator()
-        decoded, in_graph_flip = backend.decoded, backend.flip_in_graph
+        decoded, in_graph_flip = backend.output_kind == DECODED_KIND, backend.flip_in_graph
 
         def compare(images: np.ndarray, out: Any, _acc: ErrorAccumulator = acc, _dec: bool = decoded,
                     _flip: bool = in_graph_flip) -> None:
@@ -400,3 +410,54 @@ def bench_bottom_up(backend: Backend, sizes: Sequence[tuple[int, int]], *, warmu
                          p90_ms=float(np.percentile(t, 90)), images_per_s=1e3 / float(t.mean()),
                          timing_source=getattr(backend, "timing_source", "wall")))
     return rows
+
+
+def run_bottom_up_parity_command(args: argparse.Namespace) -> int:
+    """``srpose parity`` for a bottom-up model: 0 when every model is within ``--max-ap-drop``, 1 otherwise."""
+    import sys
+
+    from srpose import build_model, get_config, load_checkpoint
+    from srpose._io import atomic_write_json, atomic_write_text
+    from srpose.data.bottom_up import BottomUpCocoDataset
+
+    from .parity import models_over_drop, plot_parity
+
+    cfg = get_config(args.model)
+    if getattr(args, "det", None) or getattr(args, "gt_bbox", False):
+        raise ValueError("bottom-up parity uses whole images, no person boxes: drop --det / --gt-bbox")
+    if (args.dataset or "coco") != "coco":
+        raise ValueError(f"bottom-up parity supports the COCO protocol only, not {args.dataset!r}")
+    if args.max_ap_drop is not None and args.max_ap_drop < 0:
+        raise ValueError(f"--max-ap-drop must be >= 0, got {args.max_ap_drop}")
+    for f in args.models:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"model file {f} does not exist")
+    dataset = BottomUpCocoDataset(args.ann, args.images, cfg.data)
+    model = build_model(cfg)
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint)
+    else:
+        print("srpose parity: warning: no --checkpoint given, comparing randomly initialised weights",
+              file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        report = run_bottom_up_parity(model, cfg, args.models, dataset, flip=args.flip, threads=args.threads,
+                                      progress=not args.quiet)
+    failed = models_over_drop(report, args.max_ap_drop)
+    report.update(max_ap_drop=args.max_ap_drop, failed=failed)
+    md = bottom_up_parity_markdown(report)
+    print(md)
+    if args.json_out:
+        atomic_write_json(args.json_out, report)
+        print(f"report written to {args.json_out}")
+    if args.markdown:
+        atomic_write_text(args.markdown, md)
+        print(f"markdown written to {args.markdown}")
+    if args.plot:
+        plot_parity(report, args.plot)
+        print(f"plot written to {args.plot}")
+    if failed:
+        print(f"srpose parity: {', '.join(failed)} lost more than {args.max_ap_drop} AP against PyTorch",
+              file=sys.stderr)
+        return 1
+    return 0

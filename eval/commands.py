@@ -153,6 +153,10 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or cfg.data.get("dataset", "coco")
     dataset = _make_dataset(args, cfg, dataset_name)
     backend = BACKENDS[args.backend](args, cfg)
+    size = (getattr(backend, "meta", None) or {}).get("input_size")
+    if size and tuple(size) != tuple(cfg.image_size):  # a model exported with --input-size: crop at its size
+        cfg = cfg.with_input_size(*size)
+        dataset = _make_dataset(args, cfg, dataset_name)
     try:
         res = evaluate(backend, dataset, cfg.data, cfg.test_cfg, flip=args.flip, post=args.post,
                        batch_size=args.batch, workers=args.workers, progress=not args.quiet,

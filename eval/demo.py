@@ -17,7 +17,7 @@ from typing import Any, Sequence
 __all__ = ["add_demo_arguments", "run_demo", "add_pipeline_arguments", "run_pipeline", "DEMO_PRESET"]
 
 #: The demo's model: small enough to learn the generated data in a few CPU minutes (see docs/benchmarks.md).
-DEMO_PRESET = "res18_sr_coco_128x96"
+DEMO_PRESET = "res18w16_coco_128x96"
 
 
 def _say(msg: str) -> None:
@@ -214,9 +214,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-images", default=None, help="--data coco: training images (default: --images)")
     p.add_argument("--train-size", type=int, default=400, help="synthetic training images (default 400)")
     p.add_argument("--val-size", type=int, default=40, help="synthetic validation images (default 40)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    p.add_argument("--batch", type=int, default=32, help="training batch size (default 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="training learning rate (default 2e-3)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
+    p.add_argument("--batch", type=int, default=None, help="training batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="training learning rate (default: the preset's)")
     p.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0)
     _pipeline_options(p)
@@ -246,11 +246,12 @@ def run_demo(args: argparse.Namespace) -> int:
         train_ann, train_images = args.train_ann or args.ann, args.train_images or args.images
     cfg = get_config(args.preset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _say(f"train {cfg.name} for {args.epochs} epochs on {device}")
+    epochs = int(args.epochs or cfg.train["epochs"])
+    _say(f"train {cfg.name} for {epochs} epochs on {device}")
     eval_fn = make_eval_fn(cfg, str(args.ann), str(args.images), batch_size=64)
-    res = train(cfg, train_ann=train_ann, train_images=train_images, work_dir=out / "train", epochs=args.epochs,
-                batch_size=args.batch, lr=args.lr, workers=2, eval_every=max(1, args.epochs // 3), eval_fn=eval_fn,
-                seed=args.seed, device=device, checkpoint_every=args.epochs)
+    res = train(cfg, train_ann=train_ann, train_images=train_images, work_dir=out / "train", epochs=epochs,
+                batch_size=args.batch, lr=args.lr, workers=2, eval_every=max(1, epochs // 4), eval_fn=eval_fn,
+                seed=args.seed, device=device, checkpoint_every=epochs)
     t_train = time.perf_counter() - t0
     ckpt = res.best or res.latest
     loss_png = _plot_loss(Path(res.log_file), out / "loss.png") if res.log_file else None

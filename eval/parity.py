@@ -7,6 +7,7 @@ Writes JSON, Markdown and a bar chart; ``--max-ap-drop`` turns an accuracy loss 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -59,7 +60,8 @@ class ParityProbe(Backend):
         self.backend.close()
 
 
-def _reference_fn(model: "nn.Module", cfg: "PoseConfig", flip: bool, decode: bool) -> Callable[[np.ndarray], np.ndarray]:
+def _reference_fn(model: "nn.Module", cfg: "PoseConfig", flip: bool,
+                  decode: bool) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     from export.onnx_export import ExportWrapper
@@ -230,7 +232,7 @@ def add_parity_arguments(p: argparse.ArgumentParser) -> None:
 
     add_model_args(p)
     p.add_argument("--models", nargs="+", required=True, metavar="FILE",
-                   help="exported ONNX files (any precision, flip and decode variant)")
+                   help="exported ONNX files (any precision, flip and decode variant) or TensorRT plans")
     add_data_args(p)
     p.add_argument("--max-ap-drop", type=float, default=None, metavar="X",
                    help="exit with status 1 when a model's AP (PCKh for MPII) is more than X below PyTorch's")
@@ -253,8 +255,15 @@ def _config_for_models(cfg: "PoseConfig", files: Sequence[str]) -> "PoseConfig":
     sizes = {}
     for f in files:
         if not Path(f).is_file():
-            raise FileNotFoundError(f"ONNX model {f} does not exist")
-        size = read_metadata(f).get("input_size")
+            raise FileNotFoundError(f"model file {f} does not exist")
+        if Path(f).suffix == ".onnx":
+            size = read_metadata(f).get("input_size")
+        else:  # a TensorRT plan: the export metadata is in its sidecar
+            from engines.tensorrt import read_sidecar
+
+            size = ((read_sidecar(f) or {}).get("onnx_metadata") or {}).get("input_size")
+            if isinstance(size, str):
+                size = json.loads(size)
         if size is not None:
             sizes[f] = tuple(int(v) for v in size)
     distinct = set(sizes.values())
@@ -273,8 +282,14 @@ def run_parity(args: argparse.Namespace) -> int:
     from srpose import build_model, get_config, load_checkpoint
     from srpose._io import atomic_write_json, atomic_write_text, sha256_file
 
+    from srpose.models.bottom_up import is_bottom_up
+
     from .commands import _make_dataset
 
+    if is_bottom_up(get_config(args.model)):  # whole images, no person boxes: the bottom-up protocol
+        from .bottom_up import run_bottom_up_parity_command
+
+        return run_bottom_up_parity_command(args)
     if args.batch < 1 or args.workers < 0:
         raise ValueError(f"--batch must be >= 1 and --workers >= 0, got {args.batch} and {args.workers}")
     if args.max_ap_drop is not None and args.max_ap_drop < 0:

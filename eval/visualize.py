@@ -47,9 +47,10 @@ def render_results(results: str | Path | list[dict[str, Any]], ann_file: str | P
     ann = json.loads(Path(ann_file).read_text())
     files = {im["id"]: im["file_name"] for im in ann["images"]}
     by_image: dict[Any, list[dict]] = defaultdict(list)
-    for r in res:
+    for r in res:  # every image with results is shown; only confident persons are drawn on it
+        people = by_image[r["image_id"]]
         if r.get("score", 1.0) >= min_person_score:
-            by_image[r["image_id"]].append(r)
+            people.append(r)
     tiles = []
     for image_id in sorted(by_image, key=str)[:max_images]:
         path = Path(images_dir) / files[image_id]

@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from srpose.config import PoseConfig
 
 __all__ = ["BottomUpExportWrapper", "ShapeProfile", "default_shape_profile", "parse_shape_profile",
-           "export_bottom_up_model", "export_bottom_up", "add_bottom_up_export_arguments", "run_bottom_up_export"]
+           "export_bottom_up_model", "export_bottom_up", "add_bottom_up_export_arguments", "run_bottom_up_export",
+           "run_bottom_up_export_from_export_args"]
 
 RAW_OUTPUT = "outputs"
 DECODED_OUTPUTS = ("heatmaps", "tags", "candidates")
@@ -303,3 +304,34 @@ def run_bottom_up_export(args: argparse.Namespace) -> int:
         print(f"{path}  {size}: " + ", ".join(f"{k} max abs {v['max_abs']:.3g} rel L2 {v['rel_l2']:.3g}"
                                               for k, v in outs.items()))
     return 0
+
+
+#: ``srpose export --batch`` default of top-down models; bottom-up exports then use :data:`BOTTOM_UP_BATCH`.
+_TOP_DOWN_BATCH_DEFAULT = "1,8,32"
+BOTTOM_UP_BATCH = "1,1,4"
+
+
+def run_bottom_up_export_from_export_args(args: argparse.Namespace) -> int:
+    """``srpose export`` on a bottom-up model: map the generic export options onto :func:`run_bottom_up_export`,
+    refusing those that have no bottom-up meaning."""
+    precisions = list(dict.fromkeys(getattr(args, "precision", None) or ["fp32"]))
+    if precisions != ["fp32"]:
+        raise ValueError(f"--precision {' '.join(precisions)}: bottom-up models export fp32 only for now; drop "
+                         "--precision (TensorRT builds FP16 from the fp32 graph with `srpose build --legacy-fp16` "
+                         "on TensorRT 10)")
+    if getattr(args, "input_size", None):
+        raise ValueError("--input-size does not apply to bottom-up models (any size runs): bound the TensorRT "
+                         "input sizes with --shape-profile MIN,OPT,MAX instead")
+    if getattr(args, "calib_ann", None) or getattr(args, "calib_images", None):
+        raise ValueError("bottom-up models have no INT8 export yet: drop --calib-ann / --calib-images")
+    if getattr(args, "flip", False) and getattr(args, "no_flip", False):
+        raise ValueError("give --flip or --no-flip, not both")
+    if (getattr(args, "flip", False) or getattr(args, "no_flip", False)) and not args.decode:
+        raise ValueError("--flip / --no-flip on a bottom-up model need --decode (without it the evaluator runs the "
+                         "flip test on the host)")
+    flip = True if getattr(args, "flip", False) else (False if getattr(args, "no_flip", False) else None)
+    batch = args.batch if args.batch and args.batch != _TOP_DOWN_BATCH_DEFAULT else BOTTOM_UP_BATCH
+    bu = argparse.Namespace(model=args.model, checkpoint=args.checkpoint, out_dir=args.out_dir, name=args.name,
+                            decode=bool(args.decode), flip=flip, shape_profile=getattr(args, "shape_profile", None),
+                            batch=batch, opset=args.opset, simplify=getattr(args, "simplify", True))
+    return run_bottom_up_export(bu)

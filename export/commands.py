@@ -46,7 +46,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxsim")
     f = p.add_argument_group("fp16")
     f.add_argument("--keep-fp32-ops", nargs="*", default=list(DEFAULT_KEEP_FP32_OPS), metavar="OP",
-                   help="op types kept in float32 (default: normalisation/softmax/reductions/exp/erf ...)")
+                   help="op types kept in float32 (default: normalisation, softmax, reductions, exp/log ...)")
     f.add_argument("--keep-fp32-nodes", nargs="*", default=list(DEFAULT_KEEP_FP32_NODES), metavar="PATTERN",
                    help=f"node names / fnmatch patterns kept in float32 (default: {' '.join(DEFAULT_KEEP_FP32_NODES)})")
     f.add_argument("--fp16-engine", choices=("srpose", "modelopt"), default="srpose",
@@ -66,6 +66,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"op types to quantise (default: {' '.join(DEFAULT_OP_TYPES)})")
     c.add_argument("--parity-crops", type=int, default=16, metavar="N",
                    help="real crops for the parity check when calibration data is given (default: 16)")
+    b = p.add_argument_group("bottom-up models (dynamic H and W; fp32 only)")
+    b.add_argument("--shape-profile", default=None, metavar="MIN,OPT,MAX",
+                   help="input sizes WxH for TensorRT, e.g. 512x512,704x512,1536x1536 (default: from the input size)")
+    b.add_argument("--no-flip", action="store_true",
+                   help="with --decode: leave the flip test out of the graph (default: the config's flip_test)")
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
@@ -152,6 +157,14 @@ def run_export(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     # ---- check everything before any work
     cfg = get_config(args.model)
+    from srpose.models.bottom_up import is_bottom_up
+
+    if is_bottom_up(cfg):
+        from export.bottom_up import run_bottom_up_export_from_export_args
+
+        return run_bottom_up_export_from_export_args(args)
+    if getattr(args, "shape_profile", None) or getattr(args, "no_flip", False):
+        raise ValueError(f"--shape-profile and --no-flip apply to bottom-up models only; {cfg.name} is top-down")
     if args.input_size:
         cfg = cfg.with_input_size(*parse_input_size(args.input_size))
     batch = parse_batch(args.batch)
@@ -261,5 +274,6 @@ def _build(args: argparse.Namespace, cfg: "PoseConfig", model: "nn.Module", name
         input_size=list(cfg.image_size), heatmap_size=list(cfg.heatmap_size), batch=dict(zip(("min", "opt", "max"),
                                                                                                batch)),
         flip=bool(args.flip), decode=bool(args.decode), opset=int(args.opset), output="keypoints" if args.decode
-        else "heatmaps", parity_reference="PyTorch eager (same flip/decode), ONNX Runtime CPU",
+        else "heatmaps", parity_reference="PyTorch eager (same flip/decode) vs ONNX Runtime CPU (FP16: float16 "
+        "rounding emulated)",
         parity_inputs=dict(random=n_rand, real=sum(len(b) for b in real_batches)), files=files)

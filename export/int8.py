@@ -172,7 +172,7 @@ def _load_ranges(path: Path, key: str, method_enum: Any) -> tuple[Any | None, di
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Any] | None, *,
                   method: str = "entropy", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                   op_types: Sequence[str] = DEFAULT_OP_TYPES, cache_dir: str | Path | None = None,
-                  data_key: str | None = None, input_name: str = "input", chunk_batches: int = 8,
+                  data_key: str | None = None, input_name: str = "input", chunk_batches: int = 1,
                   percentile: float = 99.999, num_bins: int | None = None,
                   quantize_activation_matmuls: bool = False) -> Int8Report:
     """Write the Q/DQ INT8 version of the FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically).
@@ -181,7 +181,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     Runtime ``CalibrationDataReader``), e.g. :class:`export.calibration.CalibrationReader`; may be ``None`` when the
     cache already holds the ranges. ``method``: entropy | max | percentile. ``exclude``: node names or fnmatch
     patterns kept in float (activation x activation MatMuls too, unless ``quantize_activation_matmuls``).
-    ``cache_dir`` + ``data_key`` enable the calibration cache (``data_key`` identifies the
+    ``chunk_batches``: batches whose intermediate tensors are held at once before they are folded into the
+    histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key`` enable the calibration cache (``data_key`` identifies the
     data, e.g. ``CalibrationReader.data_key()``). The output's metadata gets ``precision="int8"`` and ``int8``.
     """
     import onnx
@@ -192,6 +193,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
         raise FileNotFoundError(f"FP32 ONNX file {fp32_path} does not exist")
+    _check_onnxruntime()
     if method not in CALIB_METHODS:
         raise ValueError(f"calibration method {method!r} is unknown: use one of entropy, max, percentile")
     if chunk_batches < 1:
@@ -265,13 +267,22 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     return report
 
 
+def _check_onnxruntime() -> None:
+    """Fail early when onnxruntime cannot take precomputed ranges (``calibration_cache_path``)."""
+    import inspect
+
+    from onnxruntime.quantization import calibrate, quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters \
+            or not hasattr(calibrate, "save_tensors_data"):
+        raise RuntimeError("INT8 export needs an onnxruntime whose quantize_static accepts calibration_cache_path "
+                           "(a recent release, e.g. 1.32): pip install -U onnxruntime")
+
+
 def _write_ort_cache(path: Path, ranges: Any) -> None:
     """Ranges in onnxruntime's own calibration-cache format, so ``quantize_static`` skips calibration."""
-    try:
-        from onnxruntime.quantization.calibrate import save_tensors_data
-    except ImportError:  # pragma: no cover - depends on the installed onnxruntime
-        raise RuntimeError("INT8 export needs an onnxruntime whose quantize_static accepts calibration_cache_path "
-                           "(a recent release, e.g. 1.32): pip install -U onnxruntime") from None
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
     save_tensors_data(ranges, path)
 
 

@@ -2,9 +2,9 @@
 
 The graph has one input ``input`` (N x 3 x H x W float32, normalised crops) and one output: ``heatmaps``
 (N x K x h x w) or, with ``decode=True``, ``keypoints`` (N x K x 3: x, y, score in heatmap pixels). Bottom-up
-(associative embedding) models output ``heatmaps_tags`` (N x (K + L) x h x w) and have dynamic H and W as well. Everything a
-runtime needs to use the file (input size, normalisation, flip pairs, decoder, batch profile, provenance) is stored
-in ``metadata_props`` as JSON-encoded strings (see :data:`METADATA_KEYS` and :func:`read_metadata`).
+(associative embedding) configs are handed to :mod:`export.bottom_up` (dynamic H and W, heatmaps + tag maps).
+Everything a runtime needs to use the file (input size, normalisation, flip pairs, decoder, batch profile,
+provenance) is stored in ``metadata_props`` as JSON-encoded strings (see :data:`METADATA_KEYS`, :func:`read_metadata`).
 
 The in-graph flip test and decoders use only ops TensorRT handles natively (Concat, Reshape, Gather with constant
 indices, ArgMax, ReduceMax, Where, arithmetic); no loops, no data-dependent shapes.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from srpose.config import PoseConfig
 
 __all__ = [
-    "INPUT_NAME", "METADATA_KEYS", "ExportWrapper", "export_onnx", "export_onnx_model", "read_metadata", "is_bottom_up",
+    "INPUT_NAME", "METADATA_KEYS", "ExportWrapper", "export_onnx", "export_onnx_model", "read_metadata",
     "parse_batch", "check_batch", "model_sha256", "SUPPORTED_OPSETS",
 ]
 
@@ -38,9 +38,9 @@ SUPPORTED_OPSETS = range(13, 21)
 #: metadata_props keys written by :func:`export_onnx` (values are JSON strings).
 METADATA_KEYS = (
     "srpose_format", "model_name", "config", "config_source", "input_name", "output_name", "output_kind",
-    "input_size", "heatmap_size", "num_joints", "output_channels", "bottom_up", "dynamic_hw", "mean", "std", "flip_pairs", "decoder", "test_cfg", "precision",
-    "flip", "shift_heatmap", "decode", "decode_post", "batch_min", "batch_opt", "batch_max", "opset",
-    "checkpoint_sha256", "tool_version", "torch_version",
+    "input_size", "heatmap_size", "num_joints", "output_channels", "bottom_up", "dynamic_hw", "mean", "std",
+    "flip_pairs", "decoder", "test_cfg", "precision", "flip", "shift_heatmap", "decode", "decode_post", "batch_min",
+    "batch_opt", "batch_max", "opset", "checkpoint_sha256", "tool_version", "torch_version",
 )
 METADATA_FORMAT = 1
 
@@ -127,7 +127,7 @@ class ExportWrapper(nn.Module):
     def __init__(self, model: nn.Module, cfg: "PoseConfig", *, flip: bool = False, decode: bool = False):
         super().__init__()
         self.model = model
-        self.flip, self.decode_out = bool(flip), bool(decode)
+        self.flip = bool(flip)
         k = cfg.num_joints
         hw, hh = cfg.heatmap_size
         iw = cfg.image_size[0]
@@ -251,11 +251,6 @@ def set_metadata(model: "onnx.ModelProto", updates: Mapping[str, Any]) -> None:
         entry.key, entry.value = k, current[k]
 
 
-def is_bottom_up(cfg: "PoseConfig") -> bool:
-    """Whether ``cfg`` is a bottom-up (associative embedding) model: heatmaps + tag maps, any input size."""
-    return cfg.model.get("type") == "BottomUp"
-
-
 def _output_shape(model: nn.Module, cfg: "PoseConfig") -> tuple[int, int, int]:
     """(channels, h, w) of the model's output for one crop of the config's size, checked against the config."""
     w, h = cfg.image_size
@@ -263,11 +258,8 @@ def _output_shape(model: nn.Module, cfg: "PoseConfig") -> tuple[int, int, int]:
         y = model(torch.zeros(1, 3, h, w))
     if isinstance(y, (list, tuple)):
         y = y[-1]
-    k = cfg.num_joints
-    channels = (k, 2 * k) if is_bottom_up(cfg) else (k,)
-    if y.ndim != 4 or y.shape[1] not in channels:
-        raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x "
-                         f"{' or '.join(map(str, channels))} x H x W")
+    if y.ndim != 4 or y.shape[1] != cfg.num_joints:
+        raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x {cfg.num_joints} x H x W")
     if (y.shape[3], y.shape[2]) != tuple(cfg.heatmap_size):
         raise ValueError(f"{cfg.name}: the model returns {y.shape[3]}x{y.shape[2]} heatmaps but the config says "
                          f"heatmap_size {cfg.heatmap_size[0]}x{cfg.heatmap_size[1]}")
@@ -288,6 +280,13 @@ def export_onnx_model(model: nn.Module, cfg: "PoseConfig", *, batch: Sequence[in
                       metadata: Mapping[str, Any] | None = None) -> "onnx.ModelProto":
     """Export ``model`` (built for ``cfg``) to a checked, metadata-carrying ``onnx.ModelProto`` (see
     :func:`export_onnx`)."""
+    from srpose.models.bottom_up import is_bottom_up
+
+    if is_bottom_up(cfg):  # heatmaps + tag maps, any image size: its own wrapper and metadata
+        from export.bottom_up import export_bottom_up_model
+
+        return export_bottom_up_model(model, cfg, decode=decode, flip=flip, batch=batch, opset=opset,
+                                      simplify=simplify, metadata=metadata)
     lo, opt, hi = check_batch(batch)
     if int(opset) not in SUPPORTED_OPSETS:
         raise ValueError(f"opset {opset} is not supported: use {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1} "
@@ -307,24 +306,17 @@ def _export(model: nn.Module, cfg: "PoseConfig", batch: tuple[int, int, int], fl
     from srpose import __version__
 
     lo, opt, hi = batch
-    bottom_up = is_bottom_up(cfg)
-    if bottom_up and (flip or decode):
-        raise ValueError(f"{cfg.name} is a bottom-up (associative embedding) model: its flip test and grouping need "
-                         "the tag maps and run on the host; export it without --flip / --decode")
     channels, hh, hw = _output_shape(model, cfg)
     wrapper = ExportWrapper(model, cfg, flip=flip, decode=decode).eval()
-    out_name = "keypoints" if decode else ("heatmaps_tags" if bottom_up else "heatmaps")
+    out_name = "keypoints" if decode else "heatmaps"
     w, h = cfg.image_size
     dummy = torch.randn(max(lo, 2), 3, h, w, generator=torch.Generator().manual_seed(0))
-    # top-down crops have a fixed size; bottom-up images keep their aspect ratio, so H and W are dynamic too
-    axes = {0: "batch", 2: "height", 3: "width"} if bottom_up else {0: "batch"}
-    out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if bottom_up else {0: "batch"}
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarning (static H/W by design), legacy-exporter deprecation
         with torch.no_grad():
             torch.onnx.export(wrapper, (dummy,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[out_name],
-                              dynamic_axes={INPUT_NAME: axes, out_name: out_axes},
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, out_name: {0: "batch"}},
                               opset_version=int(opset), do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
@@ -336,7 +328,7 @@ def _export(model: nn.Module, cfg: "PoseConfig", batch: tuple[int, int, int], fl
         srpose_format=METADATA_FORMAT, model_name=cfg.name, config=cfg.to_dict(), config_source=cfg.source,
         input_name=INPUT_NAME, output_name=out_name, output_kind=out_name, input_size=list(cfg.image_size),
         heatmap_size=[hw, hh], num_joints=cfg.num_joints, output_channels=channels if not decode else 3,
-        bottom_up=bottom_up, dynamic_hw=bottom_up, mean=list(cfg.data["mean"]), std=list(cfg.data["std"]),
+        bottom_up=False, dynamic_hw=False, mean=list(cfg.data["mean"]), std=list(cfg.data["std"]),
         flip_pairs=[list(p) for p in cfg.flip_pairs], decoder=str(cfg.data.get("decoder", "simple")),
         test_cfg={k: test_cfg.get(k) for k in ("flip_test", "shift_heatmap", "post_process", "modulate_kernel")},
         precision="fp32", flip=bool(flip), shift_heatmap=bool(test_cfg.get("shift_heatmap", False)),

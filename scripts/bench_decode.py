@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from srpose import _decode_ref as ref  # noqa: E402
-from srpose._io import atomic_write_text  # noqa: E402
+from srpose._io import replace_markdown_section  # noqa: E402
 from srpose.decode import decode_heatmaps  # noqa: E402
 
 SECTION = "## Heatmap decoding"
@@ -173,17 +173,8 @@ def _load_note() -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the ``## Heatmap decoding`` section of ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        after = "".join(lines[end:])
-        body = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    atomic_write_text(path, body)
+    """Replace (or append) this script's section of ``path``, keeping every other section."""
+    replace_markdown_section(path, SECTION, section)
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from srpose._io import atomic_write_text  # noqa: E402
+from srpose._io import replace_markdown_section  # noqa: E402
 
 SECTION = "## ONNX Runtime vs PyTorch (CPU)"
 MODELS = ("res50_srpose_coco_256x192", "hrnet_w32_srpose_coco_256x192")
@@ -66,16 +66,12 @@ def _build(name: str, checkpoint: str | None) -> tuple[Any, Any]:
 
 def bench_latency(name: str, work: Path, threads: int, runs: int, checkpoint: str | None) -> List[Dict[str, Any]]:
     """Rows (model, batch, torch ms, ort ms, ratio) for batch 1 and 8."""
-    import onnxruntime as ort
-
+    from engines.onnxruntime import OnnxRuntimeBackend
     from export.onnx_export import export_onnx
 
     cfg, model = _build(name, checkpoint)
     path = export_onnx(model, cfg, work / f"{name}.fp32.onnx", batch=(1, 8, 8))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = OnnxRuntimeBackend(path, threads=threads).session  # the backend's session options
     torch.set_num_threads(threads)
     rows = []
     w, h = cfg.image_size
@@ -88,7 +84,7 @@ def bench_latency(name: str, work: Path, threads: int, runs: int, checkpoint: st
                 return model(xt)
 
         times = _median_times({"torch": run_torch, "ort": lambda: sess.run(None, {"input": x})},
-                              runs if b == 1 else max(3, runs // 2))
+                              runs if b == 1 else max(3, runs // 2))  # interleaved, median
         rows.append(dict(model=name, batch=b, torch_ms=times["torch"], ort_ms=times["ort"],
                          ratio=times["ort"] / times["torch"]))
         print(f"{name} batch {b}: torch {times['torch']:.1f} ms, onnxruntime {times['ort']:.1f} ms, "
@@ -198,13 +194,25 @@ def _env(threads: int) -> str:
             f"{platform.machine()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {load}")
 
 
+def _load_note() -> str:
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    if load <= (os.cpu_count() or 1):
+        return ""
+    return (" The machine was busy (load average above the CPU count) while measuring: absolute times are inflated "
+            "and vary by run; rerun on a quiet machine for clean figures.")
+
+
 def render(latency: List[Dict[str, Any]], decode: List[Dict[str, Any]], precision: List[Dict[str, Any]],
            threads: int, checkpoint: str | None) -> str:
     lines = [SECTION, "",
              "`scripts/bench_onnx.py`: FP32 ONNX export (opset 17, onnxsim) in ONNX Runtime (CPU provider, graph "
-             "optimisation ALL) against the PyTorch model in eager mode (`inference_mode`), same thread count, "
-             "median of interleaved runs in one process. Ratios are the figures to compare: absolute times vary "
-             "with the machine and its load.", "", f"Measured {_env(threads)}.", "",
+             "optimisation ALL, idle threads not spinning: the backend's settings) against the PyTorch model in "
+             "eager mode (`inference_mode`, `OMP_WAIT_POLICY=PASSIVE`), same thread count, median of interleaved "
+             "runs in one process. Ratios are the figures to compare: absolute times vary "
+             "with the machine and its load.", "", f"Measured {_env(threads)}.{_load_note()}", "",
              "Target: ONNX Runtime latency <= 0.75 x PyTorch's.", "",
              "| model | batch | PyTorch ms | ONNX Runtime ms | ratio | target |", "|---|---:|---:|---:|---:|---|"]
     for r in latency:
@@ -242,23 +250,14 @@ def render(latency: List[Dict[str, Any]], decode: List[Dict[str, Any]], precisio
 
 def write_section(path: Path, section: str) -> None:
     """Replace (or append) this script's section of ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        after = "".join(lines[end:])
-        body = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    atomic_write_text(path, body)
+    replace_markdown_section(path, SECTION, section)
 
 
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="presets to time")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="threads for both runtimes")
-    ap.add_argument("--runs", type=int, default=10, help="timed runs at batch 1 (half at batch 8)")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs at batch 1 (half at batch 8)")
     ap.add_argument("--copies", type=int, default=8, help="replications of the COCO sample for the evaluator run")
     ap.add_argument("--checkpoint", default=None, help="trained checkpoint of the first model (precision errors)")
     ap.add_argument("--skip", nargs="*", default=[], choices=("latency", "decode", "precision"))

@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import srpose  # noqa: E402
-from srpose._io import atomic_write_text  # noqa: E402
+from srpose._io import replace_markdown_section  # noqa: E402
 from srpose.config import PoseConfig  # noqa: E402
 from srpose.data.synthetic import generate_dataset  # noqa: E402
 from srpose.train import train  # noqa: E402
@@ -98,17 +98,8 @@ def _section(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace (or append) the ``## Training (CPU)`` section of ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        after = "".join(lines[end:])
-        body = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    atomic_write_text(path, body)
+    """Replace (or append) this script's section of ``path``, keeping every other section."""
+    replace_markdown_section(path, SECTION, section)
 
 
 def main(argv: list[str] | None = None) -> int:

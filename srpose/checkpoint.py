@@ -27,7 +27,7 @@ def _read_file(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses ({msg}); "
                 "re-save it with only tensors and plain types, e.g. torch.save({'state_dict': sd}, path)") from None

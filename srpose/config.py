@@ -112,6 +112,10 @@ def config_from_mmpose(path: str | Path) -> PoseConfig:
     """Build a :class:`PoseConfig` from an official mmpose 0.x / SRPose ``.py`` config file."""
     path = Path(path)
     raw = read_mmpose_config(path)
+    if (raw.get("model") or {}).get("type") in ("BottomUp", "AssociativeEmbedding"):
+        from srpose.presets_bottomup import config_from_mmpose_bottomup
+
+        return config_from_mmpose_bottomup(path, raw)
     for key in ("model", "data_cfg"):
         if key not in raw:
             raise ConfigError(f"{path}: no top-level `{key}` in this config; is it an mmpose top-down config?")

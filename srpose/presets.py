@@ -170,6 +170,21 @@ def transpose_r_a4_srpose_coco_256x192() -> PoseConfig:
     return _topdown("transpose_r_a4_srpose_coco_256x192", _transpose_r_a4((0, 2)), head, full_res=True)
 
 
+# Demo -------------------------------------------------------------------------------------------
+@register_model
+def res18w16_coco_128x96() -> PoseConfig:
+    """A narrow ResNet-18 (16 base channels) SimpleBaseline at 96x128: small enough to learn the generated data of
+    ``srpose demo`` in minutes on a CPU (settings from the training measurements in docs/benchmarks.md)."""
+    backbone = dict(type="ResNet", depth=18, base_channels=16, stem_channels=16)
+    head = dict(_simple_head(128), num_deconv_filters=(64, 64, 64))
+    cfg = _topdown("res18w16_coco_128x96", backbone, head, full_res=False)
+    cfg = cfg.with_input_size(96, 128)
+    cfg.data["sigma"] = 3.0
+    cfg.train.update(lr=3e-3, batch_size=16, warmup_iters=100, epochs=16, lr_steps=(12, 15), rot_factor=0,
+                     scale_factor=0.25, prob_half_body=0.0)
+    return cfg
+
+
 #: The SRPose paper's table (COCO val, 256x192): GFLOPs, backbone params (M), head params used in eval (M).
 PAPER_TABLE: dict[str, tuple[float, float, float]] = {
     "res50_coco_256x192": (5.46, 23.51, 10.49),

@@ -119,7 +119,8 @@ def test_short_run_lowers_loss_and_checkpoint_loads_strictly(data: dict[str, Pat
     assert (tmp_path / "epoch_1.pth").is_file() and (tmp_path / "best.pth").is_file()
     lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     it = [x for x in lines if x["mode"] == "train"]
-    assert it and {"epoch", "iter", "lr", "loss", "stage_losses", "time", "data_time", "data_time_share", "timestamp"} <= set(it[0])
+    keys = {"epoch", "iter", "lr", "loss", "stage_losses", "time", "data_time", "data_time_share", "timestamp"}
+    assert it and keys <= set(it[0])
     assert [x["epoch"] for x in lines if x["mode"] == "epoch"] == [1, 2, 3]
 
 

@@ -201,8 +201,9 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
                            int(rng.integers(5, max(6, min(w, h) // 4))), col, -1, cv2.LINE_AA)
             else:
                 x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-                cv2.rectangle(img, (x0, y0), (x0 + int(rng.integers(5, w // 3 + 6)), y0 + int(rng.integers(5, h // 3 + 6))),
-                              col, -1)
+                x1 = x0 + int(rng.integers(5, w // 3 + 6))
+                y1 = y0 + int(rng.integers(5, h // 3 + 6))
+                cv2.rectangle(img, (x0, y0), (x1, y1), col, -1)
     grain = np.float32(rng.uniform(4, 24))
     img += (rng.random(img.shape, dtype=np.float32) - np.float32(0.5)) * grain  # fine grain everywhere
     return np.clip(img, 0, 255).astype(np.uint8)
