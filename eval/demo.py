@@ -212,7 +212,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=DEMO_PRESET, help=f"model to train (default {DEMO_PRESET})")
     p.add_argument("--train-ann", default=None, help="--data coco: training annotations (default: --ann)")
     p.add_argument("--train-images", default=None, help="--data coco: training images (default: --images)")
-    p.add_argument("--train-size", type=int, default=400, help="synthetic training images (default 400)")
+    p.add_argument("--train-size", type=int, default=320, help="synthetic training images (default 320)")
     p.add_argument("--val-size", type=int, default=40, help="synthetic validation images (default 40)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
     p.add_argument("--batch", type=int, default=None, help="training batch size (default: the preset's)")

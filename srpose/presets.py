@@ -180,7 +180,7 @@ def res18w16_coco_128x96() -> PoseConfig:
     cfg = _topdown("res18w16_coco_128x96", backbone, head, full_res=False)
     cfg = cfg.with_input_size(96, 128)
     cfg.data["sigma"] = 3.0
-    cfg.train.update(lr=3e-3, batch_size=16, warmup_iters=100, epochs=16, lr_steps=(12, 15), rot_factor=0,
+    cfg.train.update(lr=3e-3, batch_size=16, warmup_iters=100, epochs=10, lr_steps=(8, 9), rot_factor=0,
                      scale_factor=0.25, prob_half_body=0.0)
     return cfg
 
