@@ -420,7 +420,7 @@ def run_bottom_up_parity_command(args: argparse.Namespace) -> int:
     from srpose._io import atomic_write_json, atomic_write_text
     from srpose.data.bottom_up import BottomUpCocoDataset
 
-    from .parity import models_over_drop, plot_parity
+    from .parity import models_over_drop, publish_parity
 
     cfg = get_config(args.model)
     if getattr(args, "det", None) or getattr(args, "gt_bbox", False):
@@ -445,19 +445,4 @@ def run_bottom_up_parity_command(args: argparse.Namespace) -> int:
                                       progress=not args.quiet)
     failed = models_over_drop(report, args.max_ap_drop)
     report.update(max_ap_drop=args.max_ap_drop, failed=failed)
-    md = bottom_up_parity_markdown(report)
-    print(md)
-    if args.json_out:
-        atomic_write_json(args.json_out, report)
-        print(f"report written to {args.json_out}")
-    if args.markdown:
-        atomic_write_text(args.markdown, md)
-        print(f"markdown written to {args.markdown}")
-    if args.plot:
-        plot_parity(report, args.plot)
-        print(f"plot written to {args.plot}")
-    if failed:
-        print(f"srpose parity: {', '.join(failed)} lost more than {args.max_ap_drop} AP against PyTorch",
-              file=sys.stderr)
-        return 1
-    return 0
+    return publish_parity(report, bottom_up_parity_markdown(report), args)

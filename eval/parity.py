@@ -226,6 +226,28 @@ def plot_parity(report: Mapping[str, Any], out_png: str | Path) -> Path:
     return out_png
 
 
+def publish_parity(report: Mapping[str, Any], md: str, args: argparse.Namespace, key: str = "AP") -> int:
+    """Print the Markdown table, write the JSON / Markdown / PNG outputs asked for, and return the exit status of
+    the ``--max-ap-drop`` gate (1 when ``report['failed']`` names a model)."""
+    from srpose._io import atomic_write_json, atomic_write_text
+
+    print(md)
+    if args.json_out:
+        atomic_write_json(args.json_out, report)
+        print(f"report written to {args.json_out}")
+    if args.markdown:
+        atomic_write_text(args.markdown, md)
+        print(f"markdown written to {args.markdown}")
+    if args.plot:
+        plot_parity(report, args.plot)
+        print(f"plot written to {args.plot}")
+    if report.get("failed"):
+        print(f"srpose parity: {', '.join(report['failed'])} lost more than {args.max_ap_drop} {key} against PyTorch",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_parity_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``srpose parity``."""
     from srpose.cli import add_data_args, add_json_arg, add_model_args
@@ -313,19 +335,4 @@ def run_parity(args: argparse.Namespace) -> int:
     failed = models_over_drop(report, args.max_ap_drop)
     report["max_ap_drop"] = args.max_ap_drop
     report["failed"] = failed
-    md = to_markdown(report)
-    print(md)
-    if args.json_out:
-        atomic_write_json(args.json_out, report)
-        print(f"report written to {args.json_out}")
-    if args.markdown:
-        atomic_write_text(args.markdown, md)
-        print(f"markdown written to {args.markdown}")
-    if args.plot:
-        plot_parity(report, args.plot)
-        print(f"plot written to {args.plot}")
-    if failed:
-        print(f"srpose parity: {', '.join(failed)} lost more than {args.max_ap_drop} {key} against PyTorch",
-              file=sys.stderr)
-        return 1
-    return 0
+    return publish_parity(report, to_markdown(report), args, key)
