@@ -417,7 +417,6 @@ def run_bottom_up_parity_command(args: argparse.Namespace) -> int:
     import sys
 
     from srpose import build_model, get_config, load_checkpoint
-    from srpose._io import atomic_write_json, atomic_write_text
     from srpose.data.bottom_up import BottomUpCocoDataset
 
     from .parity import models_over_drop, publish_parity

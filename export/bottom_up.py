@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -266,8 +265,9 @@ def run_bottom_up_export(args: argparse.Namespace) -> int:
     """Write ``DIR/<name>.fp32.onnx`` and ``DIR/<name>.export.json`` (with a parity check against PyTorch)."""
     from export.commands import check_out_dir
     from export.onnx_export import parse_batch
-    from srpose import build_model, get_config, load_checkpoint
+    from srpose import get_config
     from srpose._io import atomic_write_json, sha256_file
+    from srpose.checkpoint import build_with_weights
 
     cfg = get_config(args.model)
     profile = parse_shape_profile(args.shape_profile) if args.shape_profile else None
@@ -280,14 +280,7 @@ def run_bottom_up_export(args: argparse.Namespace) -> int:
         raise ValueError("--no-flip only applies with --decode (without it the evaluator runs the flip test)")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
-    model = build_model(cfg)
-    ckpt_sha = None
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint)
-        ckpt_sha = sha256_file(args.checkpoint)
-    else:
-        print("srpose export: warning: no --checkpoint given, exporting randomly initialised weights",
-              file=sys.stderr)
+    model, ckpt_sha = build_with_weights(cfg, args.checkpoint, command="srpose export")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.fp32.onnx"
     export_bottom_up(model, cfg, path, decode=args.decode, flip=args.flip, shape_profile=profile, batch=batch,

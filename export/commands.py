@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,13 +74,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_input_size(text: str) -> tuple[int, int]:
     """``"192x256"`` -> (192, 256)."""
-    try:
-        w, h = (int(v) for v in text.lower().replace(" ", "").split("x"))
-    except ValueError:
-        raise ValueError(f"--input-size {text!r}: expected WxH such as 192x256") from None
-    if w < 16 or h < 16:
-        raise ValueError(f"--input-size {text!r}: width and height must be >= 16")
-    return w, h
+    from srpose.config import parse_wxh
+
+    return parse_wxh(text, option="--input-size")
 
 
 def check_out_dir(path: str | Path) -> Path:
@@ -151,8 +146,9 @@ def run_export(args: argparse.Namespace) -> int:
     """Run ``srpose export``; returns the exit status (bad inputs raise ValueError / FileNotFoundError / ...)."""
     from export.calibration import CalibrationReader, check_image_folder
     from export.onnx_export import SUPPORTED_OPSETS, parse_batch
-    from srpose import __version__, build_model, get_config, load_checkpoint
-    from srpose._io import atomic_path, atomic_write_json, sha256_file
+    from srpose import __version__, get_config
+    from srpose._io import atomic_path, atomic_write_json
+    from srpose.checkpoint import build_with_weights
 
     t_start = time.perf_counter()
     # ---- check everything before any work
@@ -188,14 +184,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.calib_num < 1 or args.calib_batch < 1 or args.parity_crops < 0:
         raise ValueError("--calib-num and --calib-batch must be >= 1, --parity-crops >= 0")
 
-    model = build_model(cfg)
-    ckpt_sha = None
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint)
-        ckpt_sha = sha256_file(args.checkpoint)
-    else:
-        print("srpose export: warning: no --checkpoint given, exporting randomly initialised weights",
-              file=sys.stderr)
+    model, ckpt_sha = build_with_weights(cfg, args.checkpoint, command="srpose export")
     calib = real = None
     if args.calib_ann is not None:
         calib = CalibrationReader(args.calib_ann, args.calib_images, cfg, num=args.calib_num,

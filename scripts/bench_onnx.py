@@ -243,8 +243,9 @@ def render(latency: List[Dict[str, Any]], decode: List[Dict[str, Any]], precisio
                 lines.append(f"| {p['model']} | {r['variant']} | {r['rel_l2']:.2e} | {r['max_abs_rel']:.2e} | "
                              f"{r['cosine']:.6f} | {r['kpt_px']:.3f} |")
     if not checkpoint:
-        lines += ["", "No trained checkpoint was available here, so the accuracy (AP) of the FP16 and INT8 graphs "
-                  "is left to the training issue: rerun with `--checkpoint CKPT` (or use `srpose parity`)."]
+        lines += ["", "Random weights say nothing about AP: the AP of the FP16 and INT8 graphs of a trained model is "
+                  "in the demo section below (`scripts/bench_demo.py`); with your own checkpoint rerun this script "
+                  "with `--checkpoint CKPT` or use `srpose parity`."]
     return "\n".join(lines) + "\n"
 
 

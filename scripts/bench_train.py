@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -32,11 +32,14 @@ from srpose.config import PoseConfig  # noqa: E402
 from srpose.data.synthetic import generate_dataset  # noqa: E402
 from srpose.train import train  # noqa: E402
 
+DEMO_PRESET = "res18w16_srpose_coco_96x64"  # eval.demo.DEMO_PRESET (scripts stay off the eval layer)
+
 SECTION = "## Training (CPU)"
 
 
 def small_config(kind: str, width: int, input_size: tuple[int, int]) -> PoseConfig:
-    """A ResNet-18 of ``width`` base channels with the head of ``kind`` (simple | sr | srpose) at ``input_size``."""
+    """A ResNet-18 of ``width`` base channels with the head of ``kind`` (simple | sr | srpose) at ``input_size``
+    (w, h)."""
     base = {"simple": "res50_coco_256x192", "sr": "res50_sr_coco_256x192",
             "srpose": "res50_srpose_coco_256x192"}[kind]
     cfg = srpose.get_config(base)
@@ -87,7 +90,15 @@ def _section(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
            "loading in the training process). Absolute figures vary with the machine and its load.",
            "",
            f"Measured {meta['date']}, Python {meta['python']}, torch {meta['torch']}, torch CPU threads "
-           f"{meta['threads']}, os.cpu_count() {meta['cpus']}, {meta['machine']}, load average {meta['load']}.",
+           f"{meta['threads']}, OMP_WAIT_POLICY={meta['omp_wait']}, os.cpu_count() {meta['cpus']}, "
+           f"{meta['machine']}, load average {meta['load']} (other jobs shared the machine when it was above "
+           f"{meta['cpus']}).",
+           "",
+           "OpenMP waiting matters: torch's default lets idle threads spin. On an idle 2-core machine that is "
+           "fastest (a training step of the demo preset, batch 16: 70-78 images/s against 35-45 with "
+           "`OMP_WAIT_POLICY=PASSIVE`); when another process keeps a core busy, the spinning threads fight it "
+           "(22 images/s against 39 with `PASSIVE`, and down to 5 in a run with several busy jobs). Neither the "
+           "CLI nor this script sets it: export `OMP_WAIT_POLICY=PASSIVE` when training on a shared machine.",
            "",
            "| model | params | batch | workers | images/s | ms/step | data share |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -117,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     skip = 1 if args.quick else 5
     if iters < 1:
         ap.error(f"--iters {iters} must be at least 1")
+    # (config, batch, loader workers)
     if args.quick:
-        cases = [("srpose", 8, (64, 64), 4, (0,))]
+        cases = [(small_config("srpose", 8, (64, 64)), 4, (0,))]
     else:
-        cases = [("simple", 16, (96, 128), 32, (0, 2)), ("srpose", 16, (96, 128), 32, (0, 2)),
-                 ("srpose", 16, (64, 64), 32, (2,)), ("srpose", 32, (96, 128), 32, (2,))]
+        cases = [(srpose.get_config(DEMO_PRESET), 16, (0, 2)),  # what `srpose demo` trains
+                 (small_config("simple", 16, (96, 128)), 16, (0, 2)),
+                 (small_config("srpose", 16, (64, 96)), 16, (2,)),
+                 (small_config("srpose", 16, (96, 128)), 16, (2,))]
     rows = []
     with tempfile.TemporaryDirectory(prefix="srpose-bench-train-") as tmp:
         data = generate_dataset(Path(tmp) / "data", num_images=16 if args.quick else 200, seed=0)
-        for kind, width, size, batch, worker_counts in cases:
-            cfg = small_config(kind, width, size)
+        for cfg, batch, worker_counts in cases:
             params = sum(p.numel() for p in srpose.build_model(cfg).parameters())
             for workers in worker_counts:
                 r = run_case(cfg, data, Path(tmp) / f"{cfg.name}-{workers}", batch=batch, iters=iters + skip,
@@ -137,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['step_ms']:7.0f} ms/step  data {100 * r['data_share']:5.1f}%", flush=True)
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     meta = dict(date=_dt.date.today().isoformat(), python=platform.python_version(), torch=torch.__version__,
-                threads=torch.get_num_threads(), cpus=os.cpu_count(), machine=platform.machine(), load=load,
-                iters=iters, skip=skip)
+                threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                omp_wait=os.environ.get("OMP_WAIT_POLICY", "unset (torch default)"),
+                machine=platform.machine(), load=load, iters=iters, skip=skip)
     out = args.out if args.out is not None else (None if args.quick else REPO / "docs" / "benchmarks.md")
     if out is not None and not args.no_write:
         write_section(out, _section(rows, meta))

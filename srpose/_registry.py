@@ -19,7 +19,7 @@ def register_model(fn: Callable[[], "PoseConfig"]) -> Callable[[], "PoseConfig"]
 
 def _ensure_loaded() -> None:
     import srpose.presets  # noqa: F401  (registers the presets)
-    import srpose.presets_bottomup  # noqa: F401  (bottom-up presets)
+    import srpose.presets_bottomup  # noqa: F401  (registers the bottom-up presets)
 
 
 def list_models(pattern: str | None = None) -> list[str]:

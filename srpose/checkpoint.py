@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from srpose._io import atomic_path
 
-__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint", "find_matching_presets"]
+__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint", "find_matching_presets",
+           "build_with_weights"]
 
 
 class CheckpointError(ValueError):
@@ -135,3 +136,20 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, meta: dict[str, Any] 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
+
+
+def build_with_weights(cfg: Any, checkpoint: str | Path | None, *, command: str = "srpose") -> tuple[nn.Module,
+                                                                                                     str | None]:
+    """The model of ``cfg`` with the weights of ``checkpoint`` (strict) and the checkpoint's sha256. Without a
+    checkpoint: randomly initialised weights, sha ``None``, and a warning on stderr naming ``command``."""
+    import sys
+
+    from srpose._io import sha256_file
+    from srpose.models import build_model
+
+    model = build_model(cfg)
+    if not checkpoint:
+        print(f"{command}: warning: no --checkpoint given, using randomly initialised weights", file=sys.stderr)
+        return model, None
+    load_checkpoint(model, checkpoint)
+    return model, sha256_file(checkpoint)

@@ -67,14 +67,14 @@ def _cmd_info_args(p: argparse.ArgumentParser) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from srpose import build_model, get_config, list_models
     from srpose.complexity import complexity_report
+    from srpose.config import parse_wxh
 
     names = list_models() if args.model == ["all"] else args.model
     rows = []
     for name in names:
         cfg = get_config(name)
         if args.input_size:
-            w, h = (int(v) for v in args.input_size.lower().split("x"))
-            cfg = cfg.with_input_size(w, h)
+            cfg = cfg.with_input_size(*parse_wxh(args.input_size, option="--input-size"))
         model = build_model(cfg, init=False)
         rep = complexity_report(model, cfg.input_shape())
         d = dict(name=cfg.name, params_backbone=rep.params_backbone, params_head=rep.params_head,

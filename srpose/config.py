@@ -87,6 +87,20 @@ class PoseConfig:
                    train={**DEFAULT_TRAIN_CFG, **d.get("train", {})}, source=d.get("source", "dict"))
 
 
+def parse_wxh(text: str, *, option: str = "size", minimum: int = 16, multiple: int = 1) -> tuple[int, int]:
+    """``"192x256"`` -> ``(192, 256)`` (width, height); ValueError naming ``option`` when malformed, smaller than
+    ``minimum`` or not a multiple of ``multiple``."""
+    try:
+        w, h = (int(v) for v in str(text).lower().replace(" ", "").split("x"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected WxH such as 192x256") from None
+    if w < minimum or h < minimum:
+        raise ValueError(f"{option} {text!r}: width and height must be >= {minimum}")
+    if w % multiple or h % multiple:
+        raise ValueError(f"{option} {text!r}: width and height must be multiples of {multiple}")
+    return w, h
+
+
 def make_data_cfg(dataset: str = "coco", *, image_size=(192, 256), heatmap_size=(48, 64), sigma: float = 2.0,
                   decoder: str = "simple", **overrides: Any) -> dict[str, Any]:
     """The data settings of a top-down model on ``dataset``."""

@@ -6,12 +6,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fake_trt import fake  # noqa: F401  (fixture: a fake TensorRT for the engines layer)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the module (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def shared_path(*parts: str) -> Path:

@@ -15,12 +15,7 @@ from srpose.cli import main
 PROFILE = "64x64,128x64,128x128"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the bottom-up models are large for 2 cores
 
 
 @pytest.fixture(scope="module")

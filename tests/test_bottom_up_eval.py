@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from eval.bottom_up import BottomUpOracleBackend, evaluate_bottom_up
 from srpose import get_config
@@ -19,12 +18,7 @@ from srpose.data.bottom_up import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the bottom-up models are large for 2 cores
 
 
 def test_resize_align_keeps_the_aspect_ratio() -> None:

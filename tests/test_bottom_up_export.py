@@ -23,12 +23,7 @@ from srpose.config import PoseConfig
 PROFILE = ((64, 64), (128, 64), (128, 128))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the bottom-up models are large for 2 cores
 
 
 def _tiny(head: str) -> PoseConfig:

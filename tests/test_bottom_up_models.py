@@ -12,12 +12,7 @@ from srpose.models.bottom_up import BottomUp, BottomUpSimpleHead, BottomUpSimple
 from srpose.presets_bottomup import PAPER_TABLE_BOTTOMUP
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the bottom-up models are large for 2 cores
 
 
 def test_presets_are_registered() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tensorrt_layer import fake  # noqa: F401 - pytest fixture
 
 from engines import _trt_compat as compat
 from engines import tensorrt as trt_layer
@@ -101,7 +100,7 @@ def _install_multi_output_engine(state) -> None:
     trt.Runtime = Runtime
 
 
-def test_build_profile_from_dynamic_hw_metadata(tmp_path, fake):  # noqa: F811
+def test_build_profile_from_dynamic_hw_metadata(tmp_path, fake):
     state, _ = fake
     onnx_path = make_dynamic_onnx(tmp_path / "bu.onnx", BU_META)
     side = trt_layer.build_engine(onnx_path, tmp_path / "bu.engine")
@@ -113,7 +112,7 @@ def test_build_profile_from_dynamic_hw_metadata(tmp_path, fake):  # noqa: F811
     assert state.profiles == [{"input": ((1, 3, 64, 64), (2, 3, 64, 128), (4, 3, 128, 192))}]
 
 
-def test_build_dynamic_hw_without_profile_metadata_is_refused(tmp_path, fake):  # noqa: F811
+def test_build_dynamic_hw_without_profile_metadata_is_refused(tmp_path, fake):
     meta = {k: v for k, v in BU_META.items() if not k.startswith(("height", "width"))}
     onnx_path = make_dynamic_onnx(tmp_path / "bu.onnx", meta)
     with pytest.raises(ValueError, match="dynamic height/width.*--shape-profile"):
@@ -124,7 +123,7 @@ def test_build_dynamic_hw_without_profile_metadata_is_refused(tmp_path, fake):  
     assert not (tmp_path / "bu.engine").exists() and not (tmp_path / "bad.engine").exists()
 
 
-def test_backend_dynamic_hw_and_all_outputs(tmp_path, fake):  # noqa: F811
+def test_backend_dynamic_hw_and_all_outputs(tmp_path, fake):
     state, _ = fake
     onnx_path = make_dynamic_onnx(tmp_path / "bu.onnx", BU_META)
     trt_layer.build_engine(onnx_path, tmp_path / "bu.engine")

@@ -127,3 +127,25 @@ def test_with_input_size_scales_heatmaps() -> None:
     m = build_model(cfg, init=False)
     with torch.no_grad():
         assert tuple(m(torch.zeros(1, 3, 128, 96)).shape) == (1, 17, 32, 24)
+
+
+def test_parse_wxh_accepts_sizes_and_names_the_option() -> None:
+    from srpose.config import parse_wxh
+
+    assert parse_wxh("192x256") == (192, 256) and parse_wxh(" 64 X 96 ") == (64, 96)
+    with pytest.raises(ValueError, match=r"--input-size '192': expected WxH"):
+        parse_wxh("192", option="--input-size")
+    with pytest.raises(ValueError, match=">= 32"):
+        parse_wxh("16x64", minimum=32)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        parse_wxh("48x64", multiple=32)
+
+
+def test_demo_preset_is_a_small_full_resolution_srpose_model() -> None:
+    cfg = get_config("res18w16_srpose_coco_96x64")
+    assert cfg.image_size == cfg.heatmap_size == (64, 96)
+    assert cfg.model["keypoint_head"]["type"] == "TopDownSRPoseHead" and cfg.data["decoder"] == "srpose"
+    model = build_model(cfg).eval()
+    assert sum(p.numel() for p in model.parameters()) < 1.5e6
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 96, 64)).shape == (1, 17, 96, 64)

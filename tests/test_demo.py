@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from eval.demo import PhaseTimer, demo_targets
 from eval.visualize import draw_keypoints, render_results
 from srpose.cli import main as cli_main
 
@@ -32,6 +33,33 @@ def test_render_results_tiles_images(tmp_path: Path) -> None:
         render_results([], tmp_path / "ann.json", tmp_path, tmp_path / "x.png")
 
 
+def _report(**drops: float) -> dict:
+    models = [dict(name=f"m.{p}.onnx", precision=p, delta={"AP": -d}) for p, d in drops.items()]
+    return dict(primary_metric="AP", models=models)
+
+
+def test_demo_targets_bounds() -> None:
+    ok = demo_targets(0.71, _report(fp32=0.0, fp16=0.0009, int8=0.0099), seconds=599)
+    assert [t.met for t in ok] == [True, True, True, True]  # fp32 has no bound: AP, fp16, int8, time
+    assert [t.name.split()[0] for t in ok[:3]] == ["trained", "m.fp16.onnx", "m.int8.onnx"]
+    bad = demo_targets(0.69, _report(fp16=0.0011, int8=0.0101), seconds=601)
+    assert [t.met for t in bad] == [False, False, False, False]
+    assert not demo_targets(None, _report())[0].met and len(demo_targets(0.8, _report())) == 1
+
+
+def test_phase_timer_accumulates_named_phases() -> None:
+    timer = PhaseTimer()
+    for _ in range(2):
+        with timer.phase("a"):
+            pass
+    with pytest.raises(KeyError):
+        with timer.phase("b"):
+            raise KeyError("the phase is still timed")
+    assert list(timer.seconds) == ["a", "b"] and timer.total >= sum(timer.seconds.values())
+    table = timer.markdown()
+    assert table[0].startswith("| phase") and table[-1].startswith("| **total**")
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_reduced(tmp_path: Path) -> None:
     out = tmp_path / "demo"
@@ -40,11 +68,25 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path) -> None:
                    "--threads", "1"])
     assert rc == 0
     report = (out / "report.md").read_text()
-    for part in ("## Training", "## Parity with PyTorch", "int8", "-decode.fp32.onnx", "## TensorRT"):
+    for part in ("## Targets", "## Training", "## Parity with PyTorch", "int8", "-decode.fp32.onnx", "## TensorRT",
+                 "## Time", "| train (with validation) |"):
         assert part in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["name"].split()[0] for t in summary["targets"]] == ["trained", summary["model"] + ".int8.onnx", "wall"]
+    assert summary["seconds"]["total"] >= summary["seconds"]["export"] > 0
     for png in ("parity.png", "bench.png", "keypoints.png", "loss.png"):
         assert (out / png).stat().st_size > 1000, png
     parity = json.loads((out / "parity.json").read_text())
     assert len(parity["models"]) == 3  # fp32, int8, decode graph
     fp32 = next(m for m in parity["models"] if m["name"].endswith(".fp32.onnx") and "decode" not in m["name"])
     assert fp32["output_error"]["max_abs"] <= 1e-4 * max(1e-6, fp32["output_error"]["ref_max_abs"]) + 1e-6
+
+
+@pytest.mark.parametrize("argv, match", [(["--val-size", "0"], "--val-size must be >= 1"),
+                                         (["--eval-every", "-1"], "--eval-every must be >= 0"),
+                                         (["--error-persons", "0"], "--error-persons must be >= 1")])
+def test_demo_refuses_bad_options_before_any_work(tmp_path: Path, argv: list, match: str,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--out", str(out), *argv]) == 2
+    assert match in capsys.readouterr().err and not out.exists()

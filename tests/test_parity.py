@@ -70,3 +70,24 @@ def test_parity_rejects_mixed_input_sizes(files: dict, coco_sample: dict, tmp_pa
             str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--gt-bbox", "--quiet"]
     assert cli_main(argv) == 2
     assert "different input sizes" in capsys.readouterr().err
+
+
+def test_parity_error_persons_bounds_the_comparison_not_the_ap(files: dict, coco_sample: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    cfg = files["cfg"]
+    ds = TopDownCocoDataset(coco_sample["ann"], coco_sample["images"], cfg.data, use_gt_bbox=True)
+    assert len(ds) > 4
+    full = run_parity_check(files["model"], cfg, [files["fp16"]], ds, flip=False, batch_size=4, workers=0)
+    part = run_parity_check(files["model"], cfg, [files["fp16"]], ds, flip=False, batch_size=4, workers=0,
+                            error_persons=3, reference_results=tmp_path / "ref.json")
+    (f,), (p,) = full["models"], part["models"]
+    assert f["error_persons"] == len(ds) and p["error_persons"] == 4  # whole batches: the first batch of 4
+    assert p["metrics"] == f["metrics"] and p["output_error"] != f["output_error"]
+    assert len(json.loads((tmp_path / "ref.json").read_text())) == len(ds)
+    assert "over the first 4 persons" in to_markdown(part) and "over the first" not in to_markdown(full)
+    with pytest.raises(ValueError, match="error_persons must be >= 1"):
+        run_parity_check(files["model"], cfg, [files["fp16"]], ds, error_persons=0)
+    d = files["dir"]
+    argv = ["parity", str(d / "cfg.json"), "--models", str(files["fp32"]), "--ann", str(coco_sample["ann"]),
+            "--images", str(coco_sample["images"]), "--gt-bbox", "--quiet", "--error-persons", "0"]
+    assert cli_main(argv) == 2 and "--error-persons must be >= 1" in capsys.readouterr().err

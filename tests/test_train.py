@@ -225,3 +225,14 @@ def test_train_and_generate_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
         run_train(args)
     with pytest.raises(SystemExit):
         tp.parse_args(argv + ["--input-size", "65x64"])
+
+
+def test_epoch_line_reports_loss_speed_and_best_metric() -> None:
+    from srpose.train.trainer import _epoch_line
+
+    s = dict(epoch=3, loss=0.00512, lr=3e-4, seconds=61.2, images_per_s=65.3, data_time_share=0.031,
+             metrics={"AP": 0.7123})
+    line = _epoch_line(s, 6, "AP", best_epoch=3)
+    assert line.startswith("epoch 3/6  loss 0.00512") and "65.3 img/s" in line and "AP 0.7123 (best)" in line
+    assert "(best)" not in _epoch_line(s, 6, "AP", best_epoch=2)
+    assert "AP" not in _epoch_line({**s, "metrics": {}}, 6, "AP", best_epoch=None).replace("lr", "")

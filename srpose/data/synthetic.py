@@ -20,7 +20,7 @@ import numpy as np
 from srpose._io import atomic_write_bytes, atomic_write_json
 from srpose.keypoints import COCO_JOINTS, COCO_SKELETON
 
-__all__ = ["generate_dataset", "render_image", "add_generate_arguments", "run_generate"]
+__all__ = ["generate_dataset", "render_image", "add_generate_arguments", "run_generate", "image_size_type"]
 
 _SHIFT = 4  # OpenCV sub-pixel bits for drawing
 _SUB = 1 << _SHIFT
@@ -341,12 +341,14 @@ def generate_dataset(out_dir: str | Path, *, num_images: int, image_size: Sequen
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _size(text: str) -> tuple[int, int]:
+def image_size_type(text: str) -> tuple[int, int]:
+    """argparse type of a generated image size ``WxH`` (both >= 32)."""
+    from srpose.config import parse_wxh
+
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 320x240, got {text!r}") from None
-    return w, h
+        return parse_wxh(text, option="image size", minimum=32)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -354,7 +356,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (images/, annotations.json, detections.json)")
     p.add_argument("--num-images", type=int, default=200, help="number of images (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--image-size", type=_size, default=(320, 240), metavar="WxH", help="image size (default 320x240)")
+    p.add_argument("--image-size", type=image_size_type, default=(320, 240), metavar="WxH",
+                   help="image size (default 320x240)")
     p.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
                    help="people per image (default 1 3)")
 

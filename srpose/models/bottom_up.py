@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srpose.models.heads.simple import _select_input, make_deconv_layers
+from srpose.models.detector import TopDown
+from srpose.models.heads.simple import _select_input, init_normal, make_deconv_layers
 
 if TYPE_CHECKING:
     from srpose.config import PoseConfig
@@ -56,17 +57,6 @@ def _deconvs(in_channels: int, num_deconv_layers: int, filters: Sequence[int],
     return make_deconv_layers(in_channels, filters, kernels), int(filters[-1])
 
 
-def _init_normal(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
-            nn.init.normal_(m.weight, std=0.001)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 class BottomUpSimpleHead(nn.Module):
     """Deconvolution layers and one conv to K heatmaps + L tag maps (1/4 input resolution for ResNet)."""
 
@@ -90,7 +80,7 @@ class BottomUpSimpleHead(nn.Module):
 
     def init_weights(self) -> None:
         """mmpose initialisation: convs N(0, 0.001) with zero bias, BN 1/0."""
-        _init_normal(self)
+        init_normal(self)
 
 
 class BottomUpSimpleSRHead(nn.Module):
@@ -129,28 +119,12 @@ class BottomUpSimpleSRHead(nn.Module):
 
     def init_weights(self) -> None:
         """mmpose initialisation: convs N(0, 0.001) with zero bias, BN 1/0."""
-        _init_normal(self)
+        init_normal(self)
 
 
-class BottomUp(nn.Module):
+class BottomUp(TopDown):
     """``backbone.*`` + ``keypoint_head.*`` as mmpose's ``BottomUp`` / ``AssociativeEmbedding``.
 
     ``forward(img)`` returns N x (K + L) x H x W (heatmaps, then tag maps) in eval mode and a one-element list in
     training mode. Inputs of any height and width divisible by 32 work (the bottom-up resize gives multiples of 64).
     """
-
-    def __init__(self, backbone: nn.Module, keypoint_head: nn.Module, cfg: "PoseConfig | None" = None):
-        super().__init__()
-        self.backbone = backbone
-        self.keypoint_head = keypoint_head
-        self.cfg = cfg
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        out = self.keypoint_head(self.backbone(img))
-        return [out] if self.training else out
-
-    def init_weights(self) -> None:
-        """Initialise backbone and head as mmpose does without pretrained weights."""
-        for m in (self.backbone, self.keypoint_head):
-            if hasattr(m, "init_weights"):
-                m.init_weights()

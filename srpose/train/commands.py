@@ -19,15 +19,13 @@ __all__ = ["add_train_arguments", "run_train", "parse_size"]
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> (w, h)."""
+    """``"WxH"`` -> (w, h), multiples of 32 (the backbones downsample by 32); an argparse type."""
+    from srpose.config import parse_wxh
+
     try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 192x256, got {text!r}") from None
-    if w < 32 or h < 32 or w % 32 or h % 32:
-        raise argparse.ArgumentTypeError(f"input size {w}x{h}: width and height must be multiples of 32 (>= 32), "
-                                         "the backbones downsample by 32")
-    return w, h
+        return parse_wxh(text, option="input size", minimum=32, multiple=32)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

@@ -608,6 +608,9 @@ class _Trainer:
                     summary["metrics"] = self.evaluate(epoch)
                 self.history.append(summary)
                 self.log.write(mode="epoch", timestamp=time.time(), **summary)
+                if opt.progress and d.main:
+                    print(_epoch_line(summary, self.total_epochs, opt.key_indicator, self.best_epoch),
+                          file=sys.stderr, flush=True)
                 if (opt.checkpoint_every and (epoch + 1) % opt.checkpoint_every == 0) or last:
                     self.checkpoint(epochs_done, partial)
                 if d.enabled:
@@ -624,6 +627,17 @@ class _Trainer:
             images_per_s=images * d.world_size / step_s if step_s > 0 else 0.0,
             data_time_share=data_s / step_s if step_s > 0 else 0.0, weights_digest=weights_digest(self.model),
             rank=d.rank, world_size=d.world_size, log_file=str(self.log_path) if d.main else None)
+
+
+def _epoch_line(summary: Mapping[str, Any], total: int, key: str, best_epoch: int | None) -> str:
+    """One console line per epoch: loss, throughput and, when evaluated, the key metric."""
+    line = (f"epoch {summary['epoch']}/{total}  loss {summary['loss']:.4g}  lr {summary['lr']:.2e}  "
+            f"{summary['seconds']:.0f} s  {summary['images_per_s']:.1f} img/s  "
+            f"data {100 * summary['data_time_share']:.0f}%")
+    metrics = summary.get("metrics")
+    if metrics and key in metrics:
+        line += f"  {key} {metrics[key]:.4f}" + (" (best)" if best_epoch == summary["epoch"] else "")
+    return line
 
 
 def _init_weights(model: nn.Module, path: str | Path) -> None:

@@ -19,6 +19,18 @@ def _select_input(x: Any, in_index: int) -> torch.Tensor:
     return x
 
 
+def init_normal(module: nn.Module, std: float = 0.001) -> None:
+    """mmpose's head initialisation: (transposed) convs N(0, std) with zero bias, BatchNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def make_deconv_layers(in_channels: int, num_filters: Sequence[int], num_kernels: Sequence[int]) -> nn.Sequential:
     """Stride-2 ConvTranspose2d + BN + ReLU blocks, indexed like mmpose's ``deconv_layers``."""
     if len(num_filters) != len(num_kernels):
@@ -78,14 +90,7 @@ class TopDownSimpleHead(nn.Module):
 
     def init_weights(self) -> None:
         """mmpose initialisation: deconvs N(0, 0.001), BN 1/0, final conv N(0, 0.001) with zero bias."""
-        for m in self.modules():
-            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_normal(self)
 
 
 class TopDownSimpleSRHead(nn.Module):
