@@ -126,7 +126,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, meta: dict[str, Any] 
     """Save ``{'state_dict', 'meta', **extra}`` (the official mmpose layout) atomically; ``meta`` gets the model's
     config when it has one, so the checkpoint can be rebuilt without the preset name."""
     sd = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
-    sd = {k: v.detach().cpu() for k, v in sd.items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}  # the usual layout, whatever trained it
     meta = dict(meta or {})
     cfg = getattr(getattr(model, "module", model), "cfg", None)
     if cfg is not None and "config" not in meta:

@@ -185,7 +185,7 @@ def res18w16_srpose_coco_96x64() -> PoseConfig:
     # Short schedule: warm-up, one LR step before the last epoch; rotation and half-body crops slow learning on
     # generated single-person crops more than they help within 6 epochs (measured).
     cfg.train.update(lr=3e-3, batch_size=16, warmup_iters=100, epochs=6, lr_steps=(5,), rot_factor=0,
-                     scale_factor=0.25, prob_half_body=0.0)
+                     scale_factor=0.25, prob_half_body=0.0, channels_last=True)
     return cfg
 
 

@@ -124,6 +124,19 @@ def test_short_run_lowers_loss_and_checkpoint_loads_strictly(data: dict[str, Pat
     assert [x["epoch"] for x in lines if x["mode"] == "epoch"] == [1, 2, 3]
 
 
+def test_channels_last_trains_the_same_model_and_saves_the_usual_layout(data: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    cfg = _cfg()
+    ref = _run(cfg, data, tmp_path / "nchw", epochs=1, max_iters=3)
+    nhwc = _run(cfg, data, tmp_path / "nhwc", epochs=1, max_iters=3, channels_last=True)
+    assert nhwc.history[0]["loss"] == pytest.approx(ref.history[0]["loss"], rel=1e-3)  # same maths, other layout
+    sd, _ = srpose.read_state_dict(nhwc.latest)
+    assert all(v.is_contiguous() for v in sd.values())
+    model = srpose.build_model(cfg)
+    srpose.load_checkpoint(model, nhwc.latest, strict=True)
+    assert srpose.get_config("res18w16_srpose_coco_96x64").train["channels_last"] is True
+
+
 def test_resume_continues_schedule_exactly(data: dict[str, Path], tmp_path: Path) -> None:
     cfg = _cfg("res50_coco_256x192")
     full = _run(cfg, data, tmp_path / "full", epochs=3)

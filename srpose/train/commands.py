@@ -57,6 +57,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC activations (faster convolutions on CPU and tensor cores; default: the config's)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA, torchrun)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -86,7 +88,8 @@ def run_train(args: argparse.Namespace, eval_fn_factory: EvalFnFactory | None = 
                 epochs=args.epochs, batch_size=args.batch, lr=args.lr, workers=args.workers, amp=args.amp,
                 grad_clip=args.grad_clip, resume=args.resume, checkpoint_every=args.checkpoint_every,
                 eval_every=args.eval_every, eval_fn=eval_fn, seed=args.seed, device=args.device,
-                sync_bn=args.sync_bn, max_iters=args.max_iters, progress=not args.quiet, init=args.init)
+                sync_bn=args.sync_bn, max_iters=args.max_iters, progress=not args.quiet, init=args.init,
+                channels_last=args.channels_last)
     if res.rank == 0:
         summary: dict[str, Any] = dict(epochs=res.epochs, iters=res.iters, final_loss=round(res.final_loss, 6),
                                        images_per_s=round(res.images_per_s, 1),

@@ -272,13 +272,15 @@ def train(cfg: PoseConfig | str, *, train_ann: str | Path, train_images: str | P
           checkpoint_every: int = 1, eval_every: int = 0, eval_fn: EvalFn | None = None, seed: int = 0,
           device: str = "cpu", sync_bn: bool = False, max_iters: int | None = None, progress: bool = True,
           log_file: str | Path | None = None, init: str | Path | None = None, model: nn.Module | None = None,
-          key_indicator: str = "AP", log_every: int = 20, keep_epoch_checkpoints: bool = True) -> TrainResult:
+          key_indicator: str = "AP", log_every: int = 20, keep_epoch_checkpoints: bool = True,
+          channels_last: bool | None = None) -> TrainResult:
     """Train a top-down model with the official recipe of ``cfg.train`` (overridden by the arguments).
 
     ``batch_size`` is per process. ``eval_fn`` runs every ``eval_every`` epochs and after the last one; the best
     ``key_indicator`` value is kept as ``best.pth``. ``resume`` continues a run from one of its checkpoints;
     ``init`` starts a new run from a checkpoint's weights (keys that fit). ``max_iters`` stops early (tests,
-    benchmarks). Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel.
+    benchmarks). ``channels_last`` (default: ``cfg.train``'s) trains with NHWC activations, the same weights in
+    another memory layout (checkpoints are saved in the usual layout). Launched by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel.
     """
     cfg = get_config(cfg)
     tc = dict(cfg.train)
@@ -290,6 +292,8 @@ def train(cfg: PoseConfig | str, *, train_ann: str | Path, train_images: str | P
         tc["lr"] = float(lr)
     if grad_clip is not None:
         tc["grad_clip"] = grad_clip
+    if channels_last is not None:
+        tc["channels_last"] = bool(channels_last)
     cfg.train = tc
     total_epochs, bs = int(tc["epochs"]), int(tc["batch_size"])
     for name, value, low in (("epochs", total_epochs, 1), ("batch_size", bs, 1), ("workers", workers, 0),
@@ -393,6 +397,8 @@ class _Trainer:
         if init is not None:
             _init_weights(model, init)
         model.to(dev)
+        self.memory_format = torch.channels_last if self.tc.get("channels_last") else torch.contiguous_format
+        model.to(memory_format=self.memory_format)
         if sync_bn and d.enabled:
             if dev.type != "cuda":
                 raise ValueError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); drop "
@@ -498,7 +504,7 @@ class _Trainer:
 
     def _step(self, batch: Mapping[str, Any], epoch: int) -> list[float]:
         """One optimizer step; returns [total loss, per-stage losses...]."""
-        img = batch["img"].to(self.dev, non_blocking=self.pin)
+        img = batch["img"].to(self.dev, non_blocking=self.pin, memory_format=self.memory_format)
         target = batch["target"].to(self.dev, non_blocking=self.pin)
         weight = batch["target_weight"].to(self.dev, non_blocking=self.pin)
         self.cur_lr = lr_at(self.tc, epoch, self.global_iter)
