@@ -87,7 +87,9 @@ def _section(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
            "targets, multi-stage loss, Adam) on generated data (`srpose generate`, 320x240 images), CPU, float32. "
            f"Steady state: {meta['iters']} iterations per case after {meta['skip']} warm-up iterations. "
            "`data share` is the part of the step time spent waiting for the data loader (`workers` 0 means "
-           "loading in the training process). Absolute figures vary with the machine and its load.",
+           "loading in the training process). The demo preset's row uses its training config (channels-last "
+           "activations); the `resnet18-*` rows are NCHW variants. Absolute figures vary with the machine and its "
+           "load.",
            "",
            f"Measured {meta['date']}, Python {meta['python']}, torch {meta['torch']}, torch CPU threads "
            f"{meta['threads']}, OMP_WAIT_POLICY={meta['omp_wait']}, os.cpu_count() {meta['cpus']}, "
