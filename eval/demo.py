@@ -346,6 +346,8 @@ def run_demo(args: argparse.Namespace) -> int:
                      ("--error-persons", args.error_persons)):
         if val < 1:
             raise ValueError(f"{opt} must be >= 1, got {val}")
+    if args.data == "coco" and not (args.ann and args.images):
+        raise ValueError("--data coco needs --ann ANN.json --images DIR (and optionally --train-ann/--train-images)")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     if args.eval_every < 0:
@@ -361,8 +363,6 @@ def run_demo(args: argparse.Namespace) -> int:
             va = generate_dataset(out / "data" / "val", num_images=args.val_size, seed=args.seed + 1, **gen)
         train_ann, train_images, args.ann, args.images = tr["ann"], tr["images"], va["ann"], va["images"]
     else:
-        if not (args.ann and args.images):
-            raise ValueError("--data coco needs --ann ANN.json --images DIR (and optionally --train-ann/--train-images)")
         train_ann, train_images = args.train_ann or args.ann, args.train_images or args.images
     cfg = get_config(args.preset)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

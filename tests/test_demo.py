@@ -90,3 +90,18 @@ def test_demo_refuses_bad_options_before_any_work(tmp_path: Path, argv: list, ma
     out = tmp_path / "demo"
     assert cli_main(["demo", "--out", str(out), *argv]) == 2
     assert match in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+def test_demo_on_real_coco_format_data(tmp_path: Path, coco_sample: dict, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "real"
+    assert cli_main(["demo", "--data", "coco", "--out", str(out)]) == 2
+    assert "--data coco needs --ann" in capsys.readouterr().err and not out.exists()
+    rc = cli_main(["demo", "--data", "coco", "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]),
+                   "--out", str(out), "--epochs", "1", "--batch", "2", "--calib-num", "4", "--precision", "fp32",
+                   "--no-decode", "--bench-batch", "1", "--bench-s", "0.05", "--threads", "1"])
+    assert rc == 0
+    assert not (out / "data").exists()  # nothing generated: the given images are used
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ann"] == str(coco_sample["ann"]) and len(summary["files"]) == 1
+    assert "## Training" in (out / "report.md").read_text()
