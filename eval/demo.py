@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 __all__ = ["add_demo_arguments", "run_demo", "add_pipeline_arguments", "run_pipeline", "DEMO_PRESET", "PhaseTimer",
-           "Target", "demo_targets"]
+           "Target", "demo_targets", "targets_markdown"]
 
 #: The demo's model: small enough to learn the generated data in a few CPU minutes (see docs/benchmarks.md).
 DEMO_PRESET = "res18w16_srpose_coco_96x64"
@@ -84,7 +84,8 @@ def demo_targets(train_ap: float | None, report: Mapping[str, Any], seconds: flo
     return out
 
 
-def _targets_markdown(targets: Sequence[Target]) -> list[str]:
+def targets_markdown(targets: Sequence[Target]) -> list[str]:
+    """The targets as Markdown table lines."""
     lines = ["| target | measured | bound | met |", "|---|---:|---:|:---:|"]
     return lines + [f"| {t.name} | {t.value} | {t.bound} | {'yes' if t.met else '**no**'} |" for t in targets]
 
@@ -161,6 +162,12 @@ def _pipeline_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--max-ap-drop", type=float, default=None, help="exit 1 when a model loses more AP than this")
 
 
+def _check_pipeline_options(args: argparse.Namespace) -> None:
+    """Refuse bad pipeline options before any work (the demo calls it before training)."""
+    if args.error_persons < 1:
+        raise ValueError(f"--error-persons must be >= 1, got {args.error_persons}")
+
+
 def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = (), title: str | None = None,
                  timer: PhaseTimer | None = None,
                  targets_fn: Callable[[Mapping[str, Any], float], list[Target]] | None = None) -> int:
@@ -171,8 +178,9 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
     import torch
 
     from engines.profiler import format_table, plot_profile, profile
-    from srpose import build_model, get_config, load_checkpoint
-    from srpose._io import atomic_write_json, atomic_write_text, sha256_file
+    from srpose import get_config
+    from srpose._io import atomic_write_json, atomic_write_text
+    from srpose.checkpoint import build_with_weights
     from srpose.cli import main as cli_main
     from srpose.data import DATASET_CLASSES
 
@@ -182,6 +190,7 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
 
     if not (args.ann and args.images):
         raise ValueError("the pipeline evaluates on real crops: pass --ann ANN.json --images DIR")
+    _check_pipeline_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     timer = timer or PhaseTimer()
@@ -227,13 +236,12 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
 
     _say("parity against PyTorch")
     with timer.phase("parity"):
-        model = build_model(cfg)
-        load_checkpoint(model, args.checkpoint)
+        model, sha = build_with_weights(cfg, args.checkpoint, command="srpose pipeline")
         ds_cls = DATASET_CLASSES[str(cfg.data.get("dataset", "coco"))]
         dataset = ds_cls(str(args.ann), str(args.images), cfg.data, use_gt_bbox=True)
         results_file = out / "results.json"  # the PyTorch keypoints, drawn below
         report = run_parity_check(model, cfg, [*files, *engines], dataset, threads=args.threads, workers=0,
-                                  progress=True, checkpoint_sha256=sha256_file(args.checkpoint),
+                                  progress=True, checkpoint_sha256=sha,
                                   reference_results=results_file, error_persons=args.error_persons)
         atomic_write_json(out / "parity.json", report)
         plot_parity(report, out / "parity.png")
@@ -267,7 +275,7 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
              f"Checkpoint `{args.checkpoint}`, evaluation on `{args.ann}` ({report['persons']} persons, GT boxes), "
              f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {os.cpu_count()} CPU cores.", ""]
     if targets:
-        lines += ["## Targets", "", *_targets_markdown(targets), ""]
+        lines += ["## Targets", "", *targets_markdown(targets), ""]
     lines += [*extra_sections,
               "## Parity with PyTorch", "", tables, "![AP and throughput per model](parity.png)", "",
               "## Throughput (CPU unless a GPU is shown)", "", "```", bench_table, "```", "",
@@ -291,7 +299,7 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
     _say(f"report written to {out / 'report.md'} ({seconds:.0f} s)")
     print(tables)
     if targets:
-        print("\n".join(_targets_markdown(targets)))
+        print("\n".join(targets_markdown(targets)))
         missed = [t.name for t in targets if not t.met]
         print(f"\ntargets missed: {'; '.join(missed)}" if missed else "\nall targets met", flush=True)
     over = models_over_drop(report, args.max_ap_drop)
@@ -342,10 +350,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from .train_hooks import make_eval_fn
 
-    for opt, val in (("--train-size", args.train_size), ("--val-size", args.val_size),
-                     ("--error-persons", args.error_persons)):
+    for opt, val in (("--train-size", args.train_size), ("--val-size", args.val_size)):
         if val < 1:
             raise ValueError(f"{opt} must be >= 1, got {val}")
+    _check_pipeline_options(args)
     if args.data == "coco" and not (args.ann and args.images):
         raise ValueError("--data coco needs --ann ANN.json --images DIR (and optionally --train-ann/--train-images)")
     if args.workers is not None and args.workers < 0:

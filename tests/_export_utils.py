@@ -32,6 +32,19 @@ def tiny_config(kind: str = "hrnet", head: str = "sr", size: tuple[int, int] = (
     return cfg.with_input_size(*size)
 
 
+def tiny_bottom_up_config(head: str = "sr", name: str | None = None) -> PoseConfig:
+    """hrnet_w32{_sr}_coco_512x512 with one block per stage and 4..32 channels, at 64x64."""
+    cfg = get_config("hrnet_w32_sr_coco_512x512" if head == "sr" else "hrnet_w32_coco_512x512")
+    extra = cfg.model["backbone"]["extra"]
+    extra["stage1"].update(num_blocks=(1,), num_channels=(8,))
+    for i, stage in enumerate(("stage2", "stage3", "stage4")):
+        nb = i + 2
+        extra[stage].update(num_modules=1, num_blocks=(1,) * nb, num_channels=(4, 8, 16, 32)[:nb])
+    cfg.model["keypoint_head"]["in_channels"] = 4
+    cfg.name = name or f"tiny_bottom_up_{head}"
+    return cfg.with_input_size(64, 64)
+
+
 def tiny_model(cfg: PoseConfig, seed: int = 0) -> torch.nn.Module:
     """The model of ``cfg`` with PyTorch's default initialisation (clear heatmap peaks, unlike mmpose's N(0, 1e-3)
     head init), seeded."""

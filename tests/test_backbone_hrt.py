@@ -41,13 +41,7 @@ def tiny_extra(multiscale_output: bool = True) -> dict:
     return hrt_extra(channels=(8, 16, 32, 64), modules=(1, 1, 2), blocks=1, multiscale_output=multiscale_output)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny ops: one intra-op thread is much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _n_params(m: torch.nn.Module) -> int:

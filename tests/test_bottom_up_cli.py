@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from _export_utils import tiny_bottom_up_config
+
 from export.onnx_export import read_metadata
-from srpose import build_model, get_config
+from srpose import build_model
 from srpose.cli import main
 
 PROFILE = "64x64,128x64,128x128"
@@ -23,15 +25,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny hrnet_w32_sr_coco_512x512 (one block per stage, 4..32 channels) at 64x64 as a .json config, its
     checkpoint, and the raw and decoded exports made through ``srpose export``."""
     d = tmp_path_factory.mktemp("bu_cli")
-    cfg = get_config("hrnet_w32_sr_coco_512x512")
-    extra = cfg.model["backbone"]["extra"]
-    extra["stage1"].update(num_blocks=(1,), num_channels=(8,))
-    for i, stage in enumerate(("stage2", "stage3", "stage4")):
-        nb = i + 2
-        extra[stage].update(num_modules=1, num_blocks=(1,) * nb, num_channels=(4, 8, 16, 32)[:nb])
-    cfg.model["keypoint_head"]["in_channels"] = 4
-    cfg.name = "tiny_bu"
-    cfg = cfg.with_input_size(64, 64)
+    cfg = tiny_bottom_up_config("sr", name="tiny_bu")
     cfg_path = d / "tiny_bu.json"
     cfg_path.write_text(json.dumps(cfg.to_dict()))
     torch.manual_seed(0)

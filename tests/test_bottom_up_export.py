@@ -15,6 +15,8 @@ from export.bottom_up import (
     parse_shape_profile,
     reference_outputs,
 )
+from _export_utils import tiny_bottom_up_config
+
 from export.onnx_export import read_metadata
 from srpose import build_model, get_config
 from srpose.bottom_up import GroupParams, decode_maps, decode_outputs, flip_index_from_pairs
@@ -26,19 +28,6 @@ PROFILE = ((64, 64), (128, 64), (128, 128))
 pytestmark = pytest.mark.usefixtures("one_thread")  # the bottom-up models are large for 2 cores
 
 
-def _tiny(head: str) -> PoseConfig:
-    """hrnet_w32{_sr}_coco_512x512 with one block per stage and 4..32 channels, at 64x64."""
-    cfg = get_config("hrnet_w32_sr_coco_512x512" if head == "sr" else "hrnet_w32_coco_512x512")
-    extra = cfg.model["backbone"]["extra"]
-    extra["stage1"].update(num_blocks=(1,), num_channels=(8,))
-    for i, stage in enumerate(("stage2", "stage3", "stage4")):
-        nb = i + 2
-        extra[stage].update(num_modules=1, num_blocks=(1,) * nb, num_channels=(4, 8, 16, 32)[:nb])
-    cfg.model["keypoint_head"]["in_channels"] = 4
-    cfg.name = f"tiny_bottom_up_{head}"
-    return cfg.with_input_size(64, 64)
-
-
 def _model(cfg: PoseConfig) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(cfg, init=False).eval()  # PyTorch default init: peaks above the detection threshold
@@ -47,7 +36,7 @@ def _model(cfg: PoseConfig) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     d = tmp_path_factory.mktemp("bu")
-    sr, simple = _tiny("sr"), _tiny("simple")
+    sr, simple = tiny_bottom_up_config("sr"), tiny_bottom_up_config("simple")
     m_sr, m_simple = _model(sr), _model(simple)
     return dict(
         sr=(sr, m_sr, export_bottom_up(m_sr, sr, d / "sr.onnx", shape_profile=PROFILE)),

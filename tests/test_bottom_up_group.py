@@ -26,12 +26,7 @@ K = 17
 H, W = 48, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blob(hm: np.ndarray, x: float, y: float, peak: float = 1.0, sigma: float = 1.5) -> np.ndarray:

@@ -105,3 +105,11 @@ def test_demo_on_real_coco_format_data(tmp_path: Path, coco_sample: dict, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ann"] == str(coco_sample["ann"]) and len(summary["files"]) == 1
     assert "## Training" in (out / "report.md").read_text()
+
+
+def test_pipeline_refuses_bad_error_persons_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "pipe"
+    argv = ["pipeline", "res18w16_srpose_coco_96x64", "--checkpoint", str(tmp_path / "none.pth"), "--ann",
+            str(tmp_path / "a.json"), "--images", str(tmp_path), "--out", str(out), "--error-persons", "0"]
+    assert cli_main(argv) == 2
+    assert "--error-persons must be >= 1" in capsys.readouterr().err and not out.exists()

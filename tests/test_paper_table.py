@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from srpose import build_model, get_config
 from srpose.complexity import complexity_report
@@ -14,12 +13,7 @@ EXACT = [n for n in PAPER_TABLE if n.startswith(("res50", "hrnet_w32"))]
 PARAM_TOL = {"hrnet_w32_srpose_coco_256x192": 0.0056}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", EXACT)

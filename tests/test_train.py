@@ -13,13 +13,7 @@ from srpose.train import (LOW_RES_STAGE_WEIGHT, JointsMSELoss, ShardedEval, lr_a
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is about as fast as two and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------- losses

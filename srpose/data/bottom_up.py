@@ -14,7 +14,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
-from .transforms import affine_transform, get_affine_transform, normalize_image
+from .transforms import affine_transform, get_affine_transform, normalize_image, read_rgb
 
 __all__ = ["resize_align_size", "resize_align", "BottomUpCocoDataset", "render_heatmaps", "render_tag_maps",
            "mirror_joints", "joints_to_input"]
@@ -187,11 +187,7 @@ class BottomUpCocoDataset(Dataset):
 
     def read_image(self, idx: int) -> np.ndarray:
         """RGB uint8 image of item ``idx``."""
-        path = Path(self.img_dir) / self.images[idx]["file_name"]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_rgb(Path(self.img_dir) / self.images[idx]["file_name"])
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         img = self.read_image(idx)

@@ -11,13 +11,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
-from .transforms import TopDownPipeline, box_to_center_scale
+from .transforms import TopDownPipeline, box_to_center_scale, read_rgb
 
 __all__ = ["TopDownDataset", "TopDownCocoDataset", "TopDownCrowdPoseDataset", "TopDownMpiiDataset", "collate"]
 
@@ -118,11 +117,7 @@ class TopDownDataset(Dataset):
 
     def read_image(self, idx: int) -> np.ndarray:
         """RGB uint8 image (H x W x 3) of record ``idx``."""
-        path = Path(self.img_dir) / self.records[idx]["image_file"]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_rgb(Path(self.img_dir) / self.records[idx]["image_file"])
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         rec = self.records[idx]

@@ -5,6 +5,7 @@ Conventions: ``center`` is the box centre (x, y) in image pixels, ``scale`` the 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import cv2
@@ -14,6 +15,7 @@ PIXEL_STD = 200.0
 DEFAULT_PADDING = 1.25
 
 __all__ = [
+    "read_rgb",
     "PIXEL_STD",
     "box_to_center_scale",
     "get_affine_transform",
@@ -28,6 +30,14 @@ __all__ = [
     "TopDownPipeline",
 ]
 
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """RGB uint8 image (H x W x 3) at ``path`` (OpenCV reads BGR; mmpose 0.x converts, so do we)."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 def box_to_center_scale(
     x: float,
