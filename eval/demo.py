@@ -399,6 +399,6 @@ def run_demo(args: argparse.Namespace) -> int:
                     "little about deployment accuracy. Train longer (--epochs).", ""]
     if loss_png:
         section += ["![training loss](loss.png)", ""]
-    args.model, args.checkpoint = cfg.name, ckpt
+    args.model, args.checkpoint, args.out = cfg.name, ckpt, str(out)  # the pipeline writes beside the training
     return run_pipeline(args, extra_sections=section, title="SRPose-TRT demo", timer=timer,
                         targets_fn=lambda report, seconds: demo_targets(ap, report, seconds))

@@ -61,9 +61,10 @@ def test_phase_timer_accumulates_named_phases() -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_reduced(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no --out: everything goes to ./demo, as `make demo` promises
     out = tmp_path / "demo"
-    rc = cli_main(["demo", "--out", str(out), "--train-size", "12", "--val-size", "3", "--epochs", "1",
+    rc = cli_main(["demo", "--train-size", "12", "--val-size", "3", "--epochs", "1",
                    "--calib-num", "8", "--precision", "fp32", "int8", "--bench-batch", "1", "--bench-s", "0.05",
                    "--threads", "1"])
     assert rc == 0
@@ -71,6 +72,7 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path) -> None:
     for part in ("## Targets", "## Training", "## Parity with PyTorch", "int8", "-decode.fp32.onnx", "## TensorRT",
                  "## Time", "| train (with validation) |"):
         assert part in report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing written beside it
     summary = json.loads((out / "summary.json").read_text())
     assert [t["name"].split()[0] for t in summary["targets"]] == ["trained", summary["model"] + ".int8.onnx", "wall"]
     assert summary["seconds"]["total"] >= summary["seconds"]["export"] > 0
