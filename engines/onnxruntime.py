@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Backend
+from srpose.engines.base import Backend
 
 __all__ = ["OnnxRuntimeBackend", "resolve_providers"]
 
@@ -98,7 +98,7 @@ class OnnxRuntimeBackend(Backend):
                 and '"fp16"' in raw_meta.get("precision", '"fp16"'):
             import onnx
 
-            from engines._fp16_emulation import fp16_rounding_graph, has_float16
+            from srpose.engines._fp16_emulation import fp16_rounding_graph, has_float16
 
             proto = onnx.load(str(self.path))
             if has_float16(proto):

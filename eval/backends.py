@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import Backend
+from srpose.engines.base import Backend
 
 __all__ = ["TorchBackend", "OracleBackend"]
 

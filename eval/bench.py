@@ -59,8 +59,8 @@ def _backend(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (for --backend {args.backend})")
     if args.backend == "onnxruntime":
-        from engines.onnxruntime import OnnxRuntimeBackend
-        from export.onnx_export import read_metadata
+        from srpose.engines.onnxruntime import OnnxRuntimeBackend
+        from srpose.export.onnx_export import read_metadata
 
         if _is_true(read_metadata(path).get("bottom_up")):  # may have several outputs (decoded graphs)
             from .bottom_up import BottomUpOnnxBackend
@@ -72,7 +72,7 @@ def _backend(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
                                     threads=args.threads)
         meta = dict(be.meta or {})
     else:
-        from engines.tensorrt import TensorRTBackend, read_sidecar
+        from srpose.engines.tensorrt import TensorRTBackend, read_sidecar
 
         dev = int(args.device.split(":")[1]) if ":" in args.device else 0
         be = TensorRTBackend(path, device=dev, cuda_graph=args.cuda_graph)
@@ -125,7 +125,7 @@ def make_end_to_end(backend: Any, data: dict[str, Any], seed: int = 0) -> Callab
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``srpose bench``; prints a table, optionally writes JSON and a PNG."""
-    from engines.profiler import format_table, plot_profile, profile
+    from srpose.engines.profiler import format_table, plot_profile, profile
     from srpose._io import atomic_write_json
 
     if args.batch is not None and any(b < 1 for b in args.batch):
@@ -138,7 +138,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 raise ValueError("--end-to-end times person crops (top-down); bottom-up models take whole images: "
                                  "drop --end-to-end")
             if args.input_size:
-                from export.commands import parse_input_size
+                from srpose.export.commands import parse_input_size
 
                 w, h = parse_input_size(args.input_size)
         elif args.input_size:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Backend
+from srpose.engines.base import Backend
 
 from .evaluator import EvalResult
 from .metrics import COCO_METRIC_NAMES, coco_keypoint_eval
@@ -90,7 +90,7 @@ class BottomUpOnnxBackend(Backend):
         super().__init__()
         import onnxruntime as ort
 
-        from engines.onnxruntime import _decode_meta, resolve_providers
+        from srpose.engines.onnxruntime import _decode_meta, resolve_providers
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -312,7 +312,7 @@ def run_bottom_up_eval(args: argparse.Namespace, cfg: "PoseConfig") -> int:
 def _file_backend(path: str | Path, *, threads: int | None = None, device: int = 0) -> Backend:
     """A bottom-up model file as a backend: TensorRT for ``.engine`` / ``.plan``, else ONNX Runtime."""
     if Path(path).suffix in (".engine", ".plan"):
-        from engines.tensorrt import TensorRTBackend
+        from srpose.engines.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=device)
     return BottomUpOnnxBackend(path, threads=threads)
@@ -325,8 +325,8 @@ def run_bottom_up_parity(model: "nn.Module", cfg: "PoseConfig", model_files: Seq
     image the backend sees (heatmaps and tags), backend time per image."""
     import torch
 
-    from export.bottom_up import reference_outputs
-    from export.compare import ErrorAccumulator
+    from srpose.export.bottom_up import reference_outputs
+    from srpose.export.compare import ErrorAccumulator
 
     from .backends import TorchBackend
 

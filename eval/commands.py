@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from engines.base import Backend
+    from srpose.engines.base import Backend
     from srpose.config import PoseConfig
 
     from .evaluator import EvalResult
@@ -54,7 +54,7 @@ def register_backend(name: str, factory: BackendFactory, *, takes_model_file: bo
 
 
 def _onnxruntime_backend(args: argparse.Namespace, cfg: "PoseConfig") -> "Backend":
-    from engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(args.model_file, providers="cuda" if str(args.device).startswith("cuda") else None)
 
@@ -63,7 +63,7 @@ register_backend("onnxruntime", _onnxruntime_backend, takes_model_file=True)
 
 
 def _tensorrt_backend(args: argparse.Namespace, cfg: "PoseConfig") -> "Backend":
-    from engines.tensorrt import TensorRTBackend
+    from srpose.engines.tensorrt import TensorRTBackend
 
     dev = str(args.device)
     if not dev.startswith("cuda"):

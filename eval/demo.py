@@ -96,7 +96,7 @@ def _say(msg: str) -> None:
 
 def tensorrt_status() -> str | None:
     """None when engines can be built here, otherwise the reason they cannot."""
-    from engines import _trt_compat
+    from srpose.engines import _trt_compat
 
     if _trt_compat.trt is None:
         return f"TensorRT is not installed ({_trt_compat.TRT_IMPORT_ERROR})"
@@ -177,7 +177,7 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
     seconds)`` adds a checked-targets section to the report and to ``summary.json``."""
     import torch
 
-    from engines.profiler import format_table, plot_profile, profile
+    from srpose.engines.profiler import format_table, plot_profile, profile
     from srpose import get_config
     from srpose._io import atomic_write_json, atomic_write_text
     from srpose.checkpoint import build_with_weights
@@ -248,7 +248,7 @@ def run_pipeline(args: argparse.Namespace, *, extra_sections: Sequence[str] = ()
         render_results(results_file, args.ann, args.images, out / "keypoints.png")
 
     _say("bench")
-    from engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
     rows: list[dict[str, Any]] = []
     with timer.phase("bench"):

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from torch.utils.data import DataLoader, Subset
 
-from engines.base import Backend
+from srpose.engines.base import Backend
 from srpose.data.datasets import TopDownDataset, collate
 from srpose.data.transforms import flip_back, fliplr_joints
 

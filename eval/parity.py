@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Backend
+from srpose.engines.base import Backend
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -33,7 +33,7 @@ class ParityProbe(Backend):
 
     def __init__(self, backend: Backend, reference: Callable[[np.ndarray], np.ndarray], *,
                  to_input_px: Callable[[np.ndarray], np.ndarray], max_persons: int | None = None) -> None:
-        from export.compare import ErrorAccumulator
+        from srpose.export.compare import ErrorAccumulator
 
         super().__init__()
         self.backend = backend
@@ -70,7 +70,7 @@ def _reference_fn(model: "nn.Module", cfg: "PoseConfig", flip: bool,
                   decode: bool) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
-    from export.onnx_export import ExportWrapper
+    from srpose.export.onnx_export import ExportWrapper
 
     wrapper = ExportWrapper(model, cfg, flip=flip, decode=decode).eval()
 
@@ -118,7 +118,7 @@ def run_parity_check(model: "nn.Module", cfg: "PoseConfig", model_files: Sequenc
     outputs and keypoints on the first N persons only (``None``: all); AP and AR always cover every person."""
     if error_persons is not None and error_persons < 1:
         raise ValueError(f"error_persons must be >= 1 (or None for all), got {error_persons}")
-    from engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
     from .backends import TorchBackend
     from .evaluator import evaluate
@@ -137,7 +137,7 @@ def run_parity_check(model: "nn.Module", cfg: "PoseConfig", model_files: Sequenc
         models=[], warnings=[])
     for path in model_files:
         if Path(path).suffix in (".engine", ".plan"):
-            from engines.tensorrt import TensorRTBackend
+            from srpose.engines.tensorrt import TensorRTBackend
 
             backend = TensorRTBackend(path)
         else:
@@ -291,7 +291,7 @@ def add_parity_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config_for_models(cfg: "PoseConfig", files: Sequence[str]) -> "PoseConfig":
     """The config at the input size the ONNX files were exported with (all must agree)."""
-    from export.onnx_export import read_metadata
+    from srpose.export.onnx_export import read_metadata
 
     sizes = {}
     for f in files:
@@ -300,7 +300,7 @@ def _config_for_models(cfg: "PoseConfig", files: Sequence[str]) -> "PoseConfig":
         if Path(f).suffix == ".onnx":
             size = read_metadata(f).get("input_size")
         else:  # a TensorRT plan: the export metadata is in its sidecar
-            from engines.tensorrt import read_sidecar
+            from srpose.engines.tensorrt import read_sidecar
 
             size = ((read_sidecar(f) or {}).get("onnx_metadata") or {}).get("input_size")
             if isinstance(size, str):

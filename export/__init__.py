@@ -1,8 +1,8 @@
 """Export: PyTorch -> ONNX (FP32), strongly typed FP16 and explicit-quantisation (Q/DQ) INT8 graphs for TensorRT."""
-from export.calibration import CalibrationReader
-from export.fp16 import convert_fp16
-from export.int8 import quantize_int8
-from export.onnx_export import export_onnx, export_onnx_model, read_metadata
+from srpose.export.calibration import CalibrationReader
+from srpose.export.fp16 import convert_fp16
+from srpose.export.int8 import quantize_int8
+from srpose.export.onnx_export import export_onnx, export_onnx_model, read_metadata
 
 __all__ = ["CalibrationReader", "convert_fp16", "export_onnx", "export_onnx_model", "quantize_int8",
            "read_metadata"]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from export.onnx_export import (
+from srpose.export.onnx_export import (
     INPUT_NAME,
     METADATA_FORMAT,
     SUPPORTED_OPSETS,
@@ -217,7 +217,7 @@ def parity_check(path: str | Path, model: nn.Module, cfg: "PoseConfig", sizes: S
     output map (candidates compared as values only, their order may differ on ties)."""
     import onnxruntime as ort
 
-    from export.onnx_export import read_metadata
+    from srpose.export.onnx_export import read_metadata
 
     meta = read_metadata(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -263,8 +263,8 @@ def add_bottom_up_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_bottom_up_export(args: argparse.Namespace) -> int:
     """Write ``DIR/<name>.fp32.onnx`` and ``DIR/<name>.export.json`` (with a parity check against PyTorch)."""
-    from export.commands import check_out_dir
-    from export.onnx_export import parse_batch
+    from srpose.export.commands import check_out_dir
+    from srpose.export.onnx_export import parse_batch
     from srpose import get_config
     from srpose._io import atomic_write_json, sha256_file
     from srpose.checkpoint import build_with_weights

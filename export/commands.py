@@ -27,8 +27,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``srpose export``."""
-    from export.fp16 import DEFAULT_KEEP_FP32_NODES, DEFAULT_KEEP_FP32_OPS
-    from export.int8 import DEFAULT_EXCLUDE, DEFAULT_OP_TYPES
+    from srpose.export.fp16 import DEFAULT_KEEP_FP32_NODES, DEFAULT_KEEP_FP32_OPS
+    from srpose.export.int8 import DEFAULT_EXCLUDE, DEFAULT_OP_TYPES
     from srpose.cli import add_model_args
 
     add_model_args(p)
@@ -97,7 +97,7 @@ def check_out_dir(path: str | Path) -> Path:
 
 
 def _torch_reference(model: "nn.Module", cfg: "PoseConfig", flip: bool, decode: bool) -> Any:
-    from export.onnx_export import ExportWrapper
+    from srpose.export.onnx_export import ExportWrapper
 
     return ExportWrapper(model, cfg, flip=flip, decode=decode).eval()
 
@@ -107,8 +107,8 @@ def parity_report(onnx_path: str | Path, reference: Any, batches: dict[str, list
     """Errors of ``onnx_path`` (ONNX Runtime CPU) against the torch ``reference`` on each named list of batches."""
     import torch
 
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from export.compare import ErrorAccumulator
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.export.compare import ErrorAccumulator
 
     out: dict[str, Any] = {}
     backend = OnnxRuntimeBackend(onnx_path)
@@ -144,8 +144,8 @@ def _io_shapes(path: Path) -> dict[str, Any]:
 
 def run_export(args: argparse.Namespace) -> int:
     """Run ``srpose export``; returns the exit status (bad inputs raise ValueError / FileNotFoundError / ...)."""
-    from export.calibration import CalibrationReader, check_image_folder
-    from export.onnx_export import SUPPORTED_OPSETS, parse_batch
+    from srpose.export.calibration import CalibrationReader, check_image_folder
+    from srpose.export.onnx_export import SUPPORTED_OPSETS, parse_batch
     from srpose import __version__, get_config
     from srpose._io import atomic_path, atomic_write_json
     from srpose.checkpoint import build_with_weights
@@ -156,7 +156,7 @@ def run_export(args: argparse.Namespace) -> int:
     from srpose.models.bottom_up import is_bottom_up
 
     if is_bottom_up(cfg):
-        from export.bottom_up import run_bottom_up_export_from_export_args
+        from srpose.export.bottom_up import run_bottom_up_export_from_export_args
 
         return run_bottom_up_export_from_export_args(args)
     if getattr(args, "shape_profile", None) or getattr(args, "no_flip", False):
@@ -220,9 +220,9 @@ def run_export(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace, cfg: "PoseConfig", model: "nn.Module", name: str, batch: tuple[int, int, int],
            precisions: Sequence[str], staging: Path, out_dir: Path, calib: Any, real: Any,
            ckpt_sha: str | None) -> dict[str, Any]:
-    from export.fp16 import convert_fp16
-    from export.int8 import quantize_int8
-    from export.onnx_export import INPUT_NAME, export_onnx
+    from srpose.export.fp16 import convert_fp16
+    from srpose.export.int8 import quantize_int8
+    from srpose.export.onnx_export import INPUT_NAME, export_onnx
     from srpose._io import sha256_file
 
     meta = dict(checkpoint_sha256=ckpt_sha)

@@ -304,7 +304,7 @@ def convert_fp16(src: str | Path, out_path: str | Path, *, keep_fp32_ops: Sequen
     """
     import onnx
 
-    from export.onnx_export import set_metadata
+    from srpose.export.onnx_export import set_metadata
     from srpose._io import atomic_write_bytes
 
     src = Path(src)

@@ -188,7 +188,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from export.onnx_export import model_sha256, set_metadata
+    from srpose.export.onnx_export import model_sha256, set_metadata
 
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():

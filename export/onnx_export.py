@@ -283,7 +283,7 @@ def export_onnx_model(model: nn.Module, cfg: "PoseConfig", *, batch: Sequence[in
     from srpose.models.bottom_up import is_bottom_up
 
     if is_bottom_up(cfg):  # heatmaps + tag maps, any image size: its own wrapper and metadata
-        from export.bottom_up import export_bottom_up_model
+        from srpose.export.bottom_up import export_bottom_up_model
 
         return export_bottom_up_model(model, cfg, decode=decode, flip=flip, batch=batch, opset=opset,
                                       simplify=simplify, metadata=metadata)

@@ -66,8 +66,8 @@ def _build(name: str, checkpoint: str | None) -> tuple[Any, Any]:
 
 def bench_latency(name: str, work: Path, threads: int, runs: int, checkpoint: str | None) -> List[Dict[str, Any]]:
     """Rows (model, batch, torch ms, ort ms, ratio) for batch 1 and 8."""
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from export.onnx_export import export_onnx
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.export.onnx_export import export_onnx
 
     cfg, model = _build(name, checkpoint)
     path = export_onnx(model, cfg, work / f"{name}.fp32.onnx", batch=(1, 8, 8))
@@ -108,9 +108,9 @@ def _replicated_coco(work: Path, copies: int) -> Path:
 
 def bench_decode_graph(name: str, work: Path, threads: int, copies: int, checkpoint: str | None) -> Dict[str, Any]:
     """Evaluator throughput of the --decode graph vs the heatmap graph (flip off, same crops)."""
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from eval.evaluator import evaluate
-    from export.onnx_export import export_onnx
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.eval.evaluator import evaluate
+    from srpose.export.onnx_export import export_onnx
     from srpose.data import TopDownCocoDataset
 
     cfg, model = _build(name, checkpoint)
@@ -138,11 +138,11 @@ def bench_decode_graph(name: str, work: Path, threads: int, copies: int, checkpo
 
 def bench_precision(name: str, work: Path, threads: int, checkpoint: str | None) -> Dict[str, Any]:
     """FP16 (float16-rounding emulation) and INT8 (entropy, 12 crops) output error vs FP32 on the sample crops."""
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from export.calibration import CalibrationReader
-    from export.compare import ErrorAccumulator
-    from export.fp16 import convert_fp16
-    from export.int8 import quantize_int8
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.export.calibration import CalibrationReader
+    from srpose.export.compare import ErrorAccumulator
+    from srpose.export.fp16 import convert_fp16
+    from srpose.export.int8 import quantize_int8
     from srpose.decode import decode_heatmaps
 
     cfg, _ = _build(name, checkpoint)
@@ -283,7 +283,7 @@ def main(argv: List[str] | None = None) -> int:
                 decode.append(bench_decode_graph(name, work, args.threads, args.copies, ckpt))
             if "precision" not in args.skip and SHARED.is_dir():
                 if not (work / f"{name}.fp32.onnx").exists():
-                    from export.onnx_export import export_onnx
+                    from srpose.export.onnx_export import export_onnx
 
                     cfg, model = _build(name, ckpt)
                     export_onnx(model, cfg, work / f"{name}.fp32.onnx", batch=(1, 8, 8))

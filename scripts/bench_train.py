@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import srpose  # noqa: E402
-from eval.demo import DEMO_PRESET  # noqa: E402
+from srpose.eval.demo import DEMO_PRESET  # noqa: E402
 from srpose._io import replace_markdown_section  # noqa: E402
 from srpose.config import PoseConfig  # noqa: E402
 from srpose.data.synthetic import generate_dataset  # noqa: E402

@@ -1,22 +1,39 @@
-"""SRPose-TRT: SRPose models in PyTorch, exported to ONNX and TensorRT, evaluated with the official protocol."""
+"""SRPose-TRT: SRPose models in PyTorch, exported to ONNX and TensorRT, evaluated with the official protocol.
+
+One installed namespace: ``srpose`` (models, data, codecs, tasks, training, the CLI), ``srpose.export``,
+``srpose.engines`` and ``srpose.eval`` (the repository's top-level folders ``export/``, ``engines/``, ``eval/``).
+
+The public names below are imported on first use (PEP 562), so ``import srpose.engines`` or ``srpose.card`` does
+not import torch: the runtime layer stays torch-free.
+"""
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from srpose._registry import list_models, register_model
-from srpose.checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
-from srpose.config import PoseConfig, get_config
-from srpose.models import TopDown, build_model
+#: public name -> the module that defines it
+_EXPORTS = {
+    "list_models": "srpose._registry", "register_model": "srpose._registry",
+    "CheckpointError": "srpose.checkpoint", "load_checkpoint": "srpose.checkpoint",
+    "read_state_dict": "srpose.checkpoint", "save_checkpoint": "srpose.checkpoint",
+    "PoseConfig": "srpose.config", "get_config": "srpose.config",
+    "TopDown": "srpose.models", "build_model": "srpose.models",
+    "decode_heatmaps": "srpose.decode",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
-def decode_heatmaps(*args, **kwargs):  # noqa: ANN002, ANN003 - thin re-export, see srpose.decode.decode_heatmaps
-    """Decode N x K x H x W heatmaps to image-coordinate keypoints and scores (see :mod:`srpose.decode`)."""
-    from srpose.decode import decode_heatmaps as _decode
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'srpose' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    return _decode(*args, **kwargs)
 
-
-__all__ = [
-    "__version__", "build_model", "load_checkpoint", "save_checkpoint", "read_state_dict", "get_config",
-    "list_models", "register_model", "PoseConfig", "TopDown", "CheckpointError", "decode_heatmaps",
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

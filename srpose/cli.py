@@ -110,8 +110,8 @@ def _lazy(module: str, add: str, run: str) -> tuple[Callable, Callable]:
 def _calib_from_onnx(args: argparse.Namespace):  # noqa: ANN202 - iterable of arrays
     """Legacy INT8 calibration batches for ``srpose build``: the export layer's reader, with the model config taken
     from the ONNX file's export metadata."""
-    from engines.onnxruntime import OnnxRuntimeBackend
-    from export.calibration import CalibrationReader
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.export.calibration import CalibrationReader
     from srpose.config import PoseConfig
 
     meta = OnnxRuntimeBackend(args.onnx).meta
@@ -123,19 +123,19 @@ def _calib_from_onnx(args: argparse.Namespace):  # noqa: ANN202 - iterable of ar
 
 
 def _build_run(args: argparse.Namespace) -> int:
-    from engines.commands import run_build
+    from srpose.engines.commands import run_build
 
     return run_build(args, calib_factory=_calib_from_onnx)
 
 
 def _build_add(p: argparse.ArgumentParser) -> None:
-    from engines.commands import add_build_arguments
+    from srpose.engines.commands import add_build_arguments
 
     add_build_arguments(p)
 
 
 def _train_run(args: argparse.Namespace) -> int:
-    from eval.train_hooks import eval_fn_from_args
+    from srpose.eval.train_hooks import eval_fn_from_args
     from srpose.train.commands import run_train
 
     return run_train(args, eval_fn_factory=eval_fn_from_args)
@@ -144,23 +144,23 @@ def _train_run(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "list": ("list the model presets", _cmd_list_args, _cmd_list),
     "info": ("parameters, GMACs and output shape of a model", _cmd_info_args, _cmd_info),
-    "eval": ("evaluate keypoint AP (COCO, CrowdPose) or PCKh (MPII)", *_lazy("eval.commands", "add_eval_arguments",
+    "eval": ("evaluate keypoint AP (COCO, CrowdPose) or PCKh (MPII)", *_lazy("srpose.eval.commands", "add_eval_arguments",
                                                                              "run_eval")),
     "export": ("export to ONNX: FP32, strongly typed FP16 and Q/DQ INT8 graphs with parity checks",
-               *_lazy("export.commands", "add_export_arguments", "run_export")),
+               *_lazy("srpose.export.commands", "add_export_arguments", "run_export")),
     "parity": ("compare exported models with PyTorch on real crops: output error, AP deltas, throughput",
-               *_lazy("eval.parity", "add_parity_arguments", "run_parity")),
+               *_lazy("srpose.eval.parity", "add_parity_arguments", "run_parity")),
     "train": ("train or fine-tune a model (single process, or many through torchrun)",
               _lazy("srpose.train.commands", "add_train_arguments", "run_train")[0], _train_run),
     "generate": ("generate a COCO-format data set of synthetic people (deterministic by seed)",
                  *_lazy("srpose.data.synthetic", "add_generate_arguments", "run_generate")),
     "demo": ("end to end on built-in defaults: generate data, train, export, evaluate, bench, report",
-             *_lazy("eval.demo", "add_demo_arguments", "run_demo")),
+             *_lazy("srpose.eval.demo", "add_demo_arguments", "run_demo")),
     "pipeline": ("checkpoint to report: export every precision, engines where possible, parity, bench",
-                 *_lazy("eval.demo", "add_pipeline_arguments", "run_pipeline")),
+                 *_lazy("srpose.eval.demo", "add_pipeline_arguments", "run_pipeline")),
     "build": ("build a TensorRT engine from an exported ONNX graph (strongly typed)", _build_add, _build_run),
     "bench": ("latency and throughput of a backend (torch, onnxruntime, tensorrt) per batch size",
-              *_lazy("eval.bench", "add_bench_arguments", "run_bench")),
+              *_lazy("srpose.eval.bench", "add_bench_arguments", "run_bench")),
 }
 
 

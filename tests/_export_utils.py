@@ -82,7 +82,7 @@ def cached_export(kind: str, head: str, **kw) -> tuple:
     import tempfile
     from pathlib import Path
 
-    from export.onnx_export import export_onnx
+    from srpose.export.onnx_export import export_onnx
 
     key = (kind, head, tuple(sorted(kw.items())))
     if key not in _CACHE:

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from engines import _trt_compat as compat
+from srpose.engines import _trt_compat as compat
 
 
 class FakeState:

@@ -10,7 +10,7 @@ import torch
 
 from _export_utils import tiny_bottom_up_config
 
-from export.onnx_export import read_metadata
+from srpose.export.onnx_export import read_metadata
 from srpose import build_model
 from srpose.cli import main
 

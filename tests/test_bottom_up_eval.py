@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.bottom_up import BottomUpOracleBackend, evaluate_bottom_up
+from srpose.eval.bottom_up import BottomUpOracleBackend, evaluate_bottom_up
 from srpose import get_config
 from srpose.data.bottom_up import (
     BottomUpCocoDataset,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.bottom_up import (
+from srpose.export.bottom_up import (
     default_shape_profile,
     export_bottom_up,
     parity_check,
@@ -17,7 +17,7 @@ from export.bottom_up import (
 )
 from _export_utils import tiny_bottom_up_config
 
-from export.onnx_export import read_metadata
+from srpose.export.onnx_export import read_metadata
 from srpose import build_model, get_config
 from srpose.bottom_up import GroupParams, decode_maps, decode_outputs, flip_index_from_pairs
 from srpose.config import PoseConfig
@@ -55,7 +55,7 @@ def test_shape_profile_parsing() -> None:
 def test_raw_export_is_dynamic_and_matches_pytorch(exported: dict) -> None:
     import onnx
 
-    from engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
     cfg, model, path = exported["sr"]
     meta = read_metadata(path)
@@ -76,7 +76,7 @@ def test_raw_export_is_dynamic_and_matches_pytorch(exported: dict) -> None:
 
 
 def test_decoded_export_gives_the_same_people_as_the_host(exported: dict) -> None:
-    from eval.bottom_up import DECODED_KIND, BottomUpOnnxBackend
+    from srpose.eval.bottom_up import DECODED_KIND, BottomUpOnnxBackend
 
     cfg, model, path = exported["dec"]
     backend = BottomUpOnnxBackend(path)

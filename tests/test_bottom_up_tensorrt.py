@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import _trt_compat as compat
-from engines import tensorrt as trt_layer
+from srpose.engines import _trt_compat as compat
+from srpose.engines import tensorrt as trt_layer
 
 BU_META = {"batch_min": 1, "batch_opt": 1, "batch_max": 2, "height_min": 64, "height_opt": 64, "height_max": 128,
            "width_min": 64, "width_opt": 128, "width_max": 192, "shape_min": [1, 3, 64, 64],

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from eval.demo import PhaseTimer, demo_targets
-from eval.visualize import draw_keypoints, render_results
+from srpose.eval.demo import PhaseTimer, demo_targets
+from srpose.eval.visualize import draw_keypoints, render_results
 from srpose.cli import main as cli_main
 
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.base import Backend
-from eval.backends import OracleBackend, TorchBackend
-from eval.evaluator import evaluate, predict_heatmaps, shift_right
+from srpose.engines.base import Backend
+from srpose.eval.backends import OracleBackend, TorchBackend
+from srpose.eval.evaluator import evaluate, predict_heatmaps, shift_right
 from srpose.config import make_data_cfg
 from srpose.data import TopDownCocoDataset, TopDownCrowdPoseDataset, TopDownMpiiDataset
 
@@ -237,7 +237,7 @@ def test_cli_eval_oracle(coco_sample, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "AP50" in text and "12 persons in 4 images" in text
     summary = json.loads(out.read_text())
-    direct = __import__("eval.metrics", fromlist=["x"]).coco_keypoint_eval(coco_sample["ann"], res)
+    direct = __import__("srpose.eval.metrics", fromlist=["x"]).coco_keypoint_eval(coco_sample["ann"], res)
     assert summary["metrics"] == direct and summary["backend"] == "oracle" and summary["flip"] is False
     assert summary["metrics"]["AP"] >= 0.9 and summary["images_per_s"] > 0
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporaries

@@ -11,13 +11,13 @@ import torch
 from _export_utils import cached_export, crops, identity_center_scale, tiny_config, tiny_model, torch_out
 from onnx import TensorProto, numpy_helper
 
-from engines.onnxruntime import OnnxRuntimeBackend
-from eval.backends import TorchBackend
-from eval.evaluator import predict_heatmaps
-from export.calibration import CalibrationReader, check_image_folder
-from export.fp16 import convert_fp16
-from export.int8 import quantize_int8
-from export.onnx_export import METADATA_KEYS, export_onnx, parse_batch, read_metadata
+from srpose.engines.onnxruntime import OnnxRuntimeBackend
+from srpose.eval.backends import TorchBackend
+from srpose.eval.evaluator import predict_heatmaps
+from srpose.export.calibration import CalibrationReader, check_image_folder
+from srpose.export.fp16 import convert_fp16
+from srpose.export.int8 import quantize_int8
+from srpose.export.onnx_export import METADATA_KEYS, export_onnx, parse_batch, read_metadata
 from srpose import build_model, get_config, list_models, save_checkpoint
 from srpose.cli import main as cli_main
 from srpose.decode import decode_heatmaps

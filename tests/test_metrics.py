@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from eval.metrics import (
+from srpose.eval.metrics import (
     COCO_METRIC_NAMES,
     coco_keypoint_eval,
     coco_results,

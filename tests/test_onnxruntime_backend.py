@@ -8,12 +8,12 @@ import onnx
 import pytest
 from _export_utils import cached_export, crops, torch_out
 
-from engines._fp16_emulation import fp16_rounding_graph
-from engines.onnxruntime import OnnxRuntimeBackend, resolve_providers
-from eval.backends import TorchBackend
-from eval.commands import BACKENDS, FILE_BACKENDS
-from eval.evaluator import evaluate
-from export.fp16 import convert_fp16
+from srpose.engines._fp16_emulation import fp16_rounding_graph
+from srpose.engines.onnxruntime import OnnxRuntimeBackend, resolve_providers
+from srpose.eval.backends import TorchBackend
+from srpose.eval.commands import BACKENDS, FILE_BACKENDS
+from srpose.eval.evaluator import evaluate
+from srpose.export.fp16 import convert_fp16
 from srpose.data import TopDownCocoDataset
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from _export_utils import cached_export, tiny_config, tiny_model
 
-from eval.parity import models_over_drop, plot_parity, run_parity_check, to_markdown
-from export.fp16 import convert_fp16
-from export.onnx_export import export_onnx
+from srpose.eval.parity import models_over_drop, plot_parity, run_parity_check, to_markdown
+from srpose.export.fp16 import convert_fp16
+from srpose.export.onnx_export import export_onnx
 from srpose import save_checkpoint
 from srpose.cli import main as cli_main
 from srpose.data import TopDownCocoDataset

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import _trt_compat as compat
-from engines import profiler
-from engines import tensorrt as trt_layer
-from engines.base import Backend
+from srpose.engines import _trt_compat as compat
+from srpose.engines import profiler
+from srpose.engines import tensorrt as trt_layer
+from srpose.engines.base import Backend
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +255,7 @@ def test_every_tensorrt_name_in_engines_exists_in_the_bindings():
 @needs_tables
 def test_name_check_flags_removed_and_made_up_names():
     src = '''
-from engines import _trt_compat as compat
+from srpose.engines import _trt_compat as compat
 
 def run(context: "trt.IExecutionContext", stream):
     trt = compat.require_trt()
@@ -517,7 +517,7 @@ def test_engines_modules_stay_below_srpose_export_eval():
 
 
 def test_without_tensorrt_clear_error(tmp_path, monkeypatch):
-    from engines import commands
+    from srpose.engines import commands
 
     monkeypatch.setattr(compat, "trt", None)
     monkeypatch.setattr(compat, "TRT_IMPORT_ERROR", ImportError("No module named 'tensorrt'"))
@@ -534,7 +534,7 @@ def test_without_tensorrt_clear_error(tmp_path, monkeypatch):
 
 
 def test_run_build_command(tmp_path, fake, capsys):
-    from engines import commands
+    from srpose.engines import commands
 
     state, install = fake
     onnx_path = make_onnx(tmp_path / "tiny.onnx", metadata=META)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.backends import TorchBackend
-from eval.evaluator import evaluate
-from eval.train_hooks import make_eval_fn
+from srpose.eval.backends import TorchBackend
+from srpose.eval.evaluator import evaluate
+from srpose.eval.train_hooks import make_eval_fn
 from srpose import build_model, get_config
 from srpose.data import TopDownCocoDataset
 
