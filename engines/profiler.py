@@ -59,7 +59,6 @@ def profile(backend: Backend, input_shape: Sequence[int], batch_sizes: Iterable[
     rng = np.random.default_rng(seed)
     make = make_input or _random_input
     run = end_to_end or backend.infer
-    device_timing = getattr(backend, "timing_source", "wall") == "device"
     rows = []
     for b in batch_sizes:
         b = int(b)
@@ -67,62 +66,78 @@ def profile(backend: Backend, input_shape: Sequence[int], batch_sizes: Iterable[
             raise ValueError(f"batch size {b} must be >= 1")
         shape = (b, *c_h_w)
         buffers = [make(shape, rng) for _ in range(max(1, num_buffers))]  # rotated so caches cannot help
-
-        i = 0
-        t_end = clock() + warmup_s
-        while True:  # at least one warm-up call (first-call allocations, lazy graph capture)
-            run(buffers[i % len(buffers)])
-            i += 1
-            if clock() >= t_end:
-                break
-        warmup_iters = i
-
-        wall, dev, copy = [], [], []
-        t_start = clock()
-        t_end = t_start + duration_s
-        while True:
-            x = buffers[i % len(buffers)]
-            i += 1
-            t0 = clock()
-            run(x)
-            t1 = clock()
-            wall.append((t1 - t0) * 1e3)
-            d = getattr(backend, "last_timing_ms", None)
-            if device_timing and d is not None:
-                dev.append(float(d))
-            c = getattr(backend, "last_copy_ms", None)
-            if c is not None:
-                copy.append(float(c))
-            if t1 >= t_end and len(wall) >= min_iterations:
-                break
-        total_s = clock() - t_start
-
-        use_device = device_timing and len(dev) == len(wall)
-        lat = summarize(dev if use_device else wall)
-        w = summarize(wall)
-        row: dict[str, Any] = {
-            "backend": getattr(backend, "name", type(backend).__name__),
-            "precision": getattr(backend, "precision", None),
-            "batch": b,
-            "input_shape": list(shape),
-            "latency_source": "device" if use_device else "wall",
-            **{f"{k}_ms": v for k, v in lat.items()},
-            "throughput_ips": b * 1e3 / lat["mean"] if lat["mean"] > 0 else float("inf"),
-            **{f"wall_{k}_ms": v for k, v in w.items()},
-            "wall_throughput_ips": b * len(wall) / total_s if total_s > 0 else float("inf"),
-            "copy_mean_ms": float(np.mean(copy)) if len(copy) == len(wall) else None,
-            "copy_median_ms": float(np.median(copy)) if len(copy) == len(wall) else None,
-            "iterations": len(wall),
-            "warmup_iterations": warmup_iters,
-            "duration_s": total_s,
-            "end_to_end": end_to_end is not None,
-        }
+        warmup_iters = _warm_up(run, buffers, warmup_s, clock)
+        times = _measure(backend, run, buffers, warmup_iters, duration_s, min_iterations, clock)
+        row = _row(backend, shape, times, warmup_iters, end_to_end is not None)
         rows.append(row)
         if progress:
             print(f"[profile] {row['backend']} batch {b}: median {row['median_ms']:.3f} ms ({row['latency_source']}),"
-                  f" p99 {row['p99_ms']:.3f} ms, {row['throughput_ips']:.1f} img/s, {len(wall)} iterations",
+                  f" p99 {row['p99_ms']:.3f} ms, {row['throughput_ips']:.1f} img/s, {row['iterations']} iterations",
                   file=sys.stderr, flush=True)
     return rows
+
+
+def _warm_up(run: Callable[[Any], Any], buffers: list, warmup_s: float, clock: Callable[[], float]) -> int:
+    """Calls of ``run`` for ``warmup_s`` seconds, at least one (first-call allocations, lazy graph capture)."""
+    i = 0
+    t_end = clock() + warmup_s
+    while True:
+        run(buffers[i % len(buffers)])
+        i += 1
+        if clock() >= t_end:
+            return i
+
+
+def _measure(backend: Backend, run: Callable[[Any], Any], buffers: list, start: int, duration_s: float,
+             min_iterations: int, clock: Callable[[], float]) -> dict[str, Any]:
+    """Wall, device and copy times (ms) of timed calls for ``duration_s`` (at least ``min_iterations``)."""
+    wall, dev, copy = [], [], []
+    device_timing = getattr(backend, "timing_source", "wall") == "device"
+    i = start
+    t_start = clock()
+    t_end = t_start + duration_s
+    while True:
+        x = buffers[i % len(buffers)]
+        i += 1
+        t0 = clock()
+        run(x)
+        t1 = clock()
+        wall.append((t1 - t0) * 1e3)
+        d = getattr(backend, "last_timing_ms", None)
+        if device_timing and d is not None:
+            dev.append(float(d))
+        c = getattr(backend, "last_copy_ms", None)
+        if c is not None:
+            copy.append(float(c))
+        if t1 >= t_end and len(wall) >= min_iterations:
+            break
+    return dict(wall=wall, dev=dev, copy=copy, total_s=clock() - t_start,
+                use_device=device_timing and len(dev) == len(wall))
+
+
+def _row(backend: Backend, shape: tuple[int, ...], t: dict[str, Any], warmup_iters: int,
+         end_to_end: bool) -> dict[str, Any]:
+    """One table row: latency statistics (device time where measured), throughput, wall and copy times."""
+    wall, copy, total_s, b = t["wall"], t["copy"], t["total_s"], shape[0]
+    lat = summarize(t["dev"] if t["use_device"] else wall)
+    w = summarize(wall)
+    return {
+        "backend": getattr(backend, "name", type(backend).__name__),
+        "precision": getattr(backend, "precision", None),
+        "batch": b,
+        "input_shape": list(shape),
+        "latency_source": "device" if t["use_device"] else "wall",
+        **{f"{k}_ms": v for k, v in lat.items()},
+        "throughput_ips": b * 1e3 / lat["mean"] if lat["mean"] > 0 else float("inf"),
+        **{f"wall_{k}_ms": v for k, v in w.items()},
+        "wall_throughput_ips": b * len(wall) / total_s if total_s > 0 else float("inf"),
+        "copy_mean_ms": float(np.mean(copy)) if len(copy) == len(wall) else None,
+        "copy_median_ms": float(np.median(copy)) if len(copy) == len(wall) else None,
+        "iterations": len(wall),
+        "warmup_iterations": warmup_iters,
+        "duration_s": total_s,
+        "end_to_end": end_to_end,
+    }
 
 
 def _fmt(v: Any, spec: str) -> str:

@@ -1,8 +1,8 @@
-"""In-process backends: a PyTorch module, and an oracle that renders the training target from GT joints."""
+"""In-process backends: a PyTorch module, and an oracle returning the codec's encoding of the ground truth."""
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -10,11 +10,15 @@ from torch import nn
 
 from srpose.engines.base import Backend
 
+if TYPE_CHECKING:  # pragma: no cover
+    from srpose.tasks import PoseTask
+
 __all__ = ["TorchBackend", "OracleBackend"]
 
 
 class TorchBackend(Backend):
-    """Wrap an ``nn.Module`` mapping N x 3 x H x W crops to N x K x h x w heatmaps (last output if a list).
+    """Wrap an ``nn.Module`` mapping N x 3 x H x W images to its raw maps (last output if a list), returned as
+    ``{"heatmaps": ...}`` (bottom-up models: ``{"outputs": ...}``, heatmaps then tags).
 
     ``precision``: ``"fp32"``; on CUDA also ``"fp16"`` / ``"bf16"`` (autocast) and ``"fp16-weights"`` (half
     weights and inputs). ``fp16=True`` is shorthand for ``precision="fp16"``. On CUDA, ``last_timing_ms`` is the
@@ -42,6 +46,8 @@ class TorchBackend(Backend):
         if precision == "fp16-weights":
             self.model = self.model.half()
         self.timing_source = "device" if self.device.type == "cuda" else "wall"
+        cfg = getattr(model, "cfg", None)
+        self.output_names = ["outputs" if cfg is not None and cfg.is_bottom_up else "heatmaps"]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision in ("fp16", "bf16"):
@@ -54,7 +60,8 @@ class TorchBackend(Backend):
             y = y[-1]
         return y.float()
 
-    def infer(self, images: np.ndarray | torch.Tensor, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+    def infer(self, images: np.ndarray | torch.Tensor, meta: Mapping[str, Any] | None = None
+              ) -> dict[str, np.ndarray]:
         cuda = self.device.type == "cuda"
         t0 = time.perf_counter()
         if cuda:
@@ -78,7 +85,7 @@ class TorchBackend(Backend):
             self.last_copy_ms = ev[0].elapsed_time(ev[1]) + ev[2].elapsed_time(ev[3])
         else:
             self.last_timing_ms = (time.perf_counter() - t0) * 1e3
-        return out
+        return {self.output_names[0]: out}
 
     def close(self) -> None:
         if self.device.type == "cuda":
@@ -86,38 +93,22 @@ class TorchBackend(Backend):
 
 
 class OracleBackend(Backend):
-    """Returns, per crop, the training target rendered from the ground-truth joints of the batch.
-
-    An upper bound of what the decoder and the protocol allow; needs GT boxes (the batch's ``joints``).
-    ``data_cfg`` keys: image_size, heatmap_size, sigma, unbiased_encoding (optional).
-    """
+    """Returns what a perfect model would: the task codec's encoding of the batch's ground-truth joints (heatmaps,
+    bottom-up: heatmaps and tag maps). An upper bound of what the decoder and the protocol allow; needs the
+    ground truth (top-down: GT boxes)."""
 
     name = "oracle"
     needs_meta = True
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
+    def __init__(self, task: "PoseTask") -> None:
         super().__init__()
-        for key in ("image_size", "heatmap_size"):
-            if key not in data_cfg:
-                raise ValueError(f"OracleBackend needs data_cfg[{key!r}]")
-        self.image_size = tuple(int(v) for v in data_cfg["image_size"])
-        self.heatmap_size = tuple(int(v) for v in data_cfg["heatmap_size"])
-        self.sigma = float(data_cfg.get("sigma", 2.0))
-        self.unbiased = bool(data_cfg.get("unbiased_encoding", False))
+        self.task = task
+        self.output_names = list(task.io(decode=False).output_names)
 
-    def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
-        from srpose.data.targets import generate_target
-
-        if meta is None or meta.get("joints") is None:
+    def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        if meta is None:
             raise ValueError("the oracle backend needs the batch's ground-truth joints: evaluate with GT boxes")
-        joints = np.asarray(meta["joints"])
-        if len(joints) != len(images):
-            raise ValueError(f"oracle got {len(images)} images but {len(joints)} joint sets")
-        if tuple(images.shape[-2:]) != (self.image_size[1], self.image_size[0]):
-            raise ValueError(f"oracle expects {self.image_size[0]}x{self.image_size[1]} crops, got "
-                             f"{images.shape[-1]}x{images.shape[-2]}")
         t0 = time.perf_counter()
-        out = np.stack([generate_target(j, self.image_size, self.heatmap_size, self.sigma, self.unbiased)[0]
-                        for j in joints]) if len(joints) else np.zeros((0, 0) + self.heatmap_size[::-1], np.float32)
+        out = self.task.oracle_outputs(images, meta)
         self.last_timing_ms = (time.perf_counter() - t0) * 1e3
         return out

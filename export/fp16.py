@@ -14,6 +14,9 @@ an older ``onnx``; the transformation we need is small and fully checkable here:
    treated as initializers, and ``Cast`` / ``ConstantOfShape`` nodes inside the float16 region produce float16;
 5. the result passes ``onnx.checker`` with strict shape/type inference and runs in ONNX Runtime.
 
+This module holds the policy (which nodes stay float32, :func:`to_mixed_fp16` deciding node by node) and the file
+level; the graph rewriting itself (steps 2-5) is :mod:`srpose.export._fp16_graph`.
+
 Default float32 islands, decided by measuring each candidate on the presets (real COCO crops, float16 rounding
 emulated as in :mod:`engines._fp16_emulation`, output vs the FP32 graph):
 
@@ -43,9 +46,10 @@ import fnmatch
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    from srpose.export._fp16_graph import Fp16Rewrite
 
 __all__ = ["DEFAULT_KEEP_FP32_OPS", "DEFAULT_KEEP_FP32_NODES", "Fp16Report", "convert_fp16", "to_mixed_fp16",
            "modelopt_available"]
@@ -66,8 +70,6 @@ FOLLOW_OPS = frozenset((
     "Squeeze", "Unsqueeze", "Flatten", "Identity", "Expand", "Tile", "Pad", "Where", "Add", "Sub", "Mul", "Div",
     "Relu", "Clip", "Max", "Min", "ReduceMax", "ArgMax", "Neg", "Abs", "Sign",
 ))
-
-_FP16_MAX = 65504.0
 
 
 @dataclass
@@ -98,201 +100,44 @@ def modelopt_available() -> bool:
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether node ``name`` is one of ``patterns`` (exact names or fnmatch patterns)."""
     return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _allows_fp16(schema: Any, index: int, is_input: bool) -> tuple[bool, str | None]:
-    """(float16 allowed for this formal input/output, its type variable or None)."""
-    params = schema.inputs if is_input else schema.outputs
-    if not params:
-        return False, None
-    param = params[min(index, len(params) - 1)]  # variadic: the last formal parameter repeats
-    type_str = param.type_str
-    for c in schema.type_constraints:
-        if c.type_param_str == type_str:
-            return "tensor(float16)" in c.allowed_type_strs, type_str
-    return type_str == "tensor(float16)", None
 
 
 def to_mixed_fp16(model: "Any", *, keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
                   keep_fp32_nodes: Sequence[str] = DEFAULT_KEEP_FP32_NODES) -> tuple["Any", Fp16Report]:
     """Return a float16 copy of an FP32 ``onnx.ModelProto`` (float32 I/O) and a :class:`Fp16Report`."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    src = onnx.ModelProto()
-    src.CopyFrom(model)
-    graph = src.graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                raise ValueError(f"node {node.name!r} ({node.op_type}) has a subgraph; FP16 conversion of control "
-                                 "flow is not supported")
-    _constants_to_initializers(graph)
-    inferred = onnx.shape_inference.infer_shapes(src, strict_mode=True)
-    elem: dict[str, int] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        elem[vi.name] = vi.type.tensor_type.elem_type
-    inits = {t.name: t for t in graph.initializer}
-    for name, t in inits.items():
-        elem[name] = t.data_type
-    bad_io = [vi.name for vi in list(graph.input) + list(graph.output) if elem.get(vi.name) != FLOAT]
-    if bad_io:
-        raise ValueError(f"FP16 conversion expects float32 graph inputs and outputs; {bad_io} are not float32")
-    opset = max((o.version for o in src.opset_import if o.domain in ("", "ai.onnx")), default=17)
+    from srpose.export._fp16_graph import Fp16Rewrite
 
     report = Fp16Report()
-    cur: dict[str, int] = {vi.name: FLOAT for vi in graph.input}  # actual type of each float tensor now
-    new_nodes: list[Any] = []
-    converted_inits: dict[str, str] = {}
-    new_inits: list[Any] = []
-    casts: dict[tuple[str, int], str] = {}
-
-    def unique(base: str) -> str:
-        name, i = base, 1
-        while name in elem or name in cur:
-            name, i = f"{base}_{i}", i + 1
-        elem[name] = -1
-        return name
-
-    def fp16_init(name: str) -> str:
-        if name not in converted_inits:
-            arr = numpy_helper.to_array(inits[name]).astype(np.float32)
-            big = np.abs(arr) > _FP16_MAX
-            tiny = (arr != 0) & (np.abs(arr) < np.finfo(np.float16).smallest_subnormal)
-            report.values_clamped += int(big.sum())
-            report.values_flushed += int(tiny.sum())
-            half = np.clip(arr, -_FP16_MAX, _FP16_MAX).astype(np.float16)
-            new_name = unique(f"{name}_fp16")
-            new_inits.append(numpy_helper.from_array(half, new_name))
-            converted_inits[name] = new_name
-            report.initializers_converted += 1
-        return converted_inits[name]
-
-    def cast_to(name: str, to: int) -> str:
-        key = (name, to)
-        if key not in casts:
-            out = unique(f"{name}_to_{'fp16' if to == HALF else 'fp32'}")
-            new_nodes.append(helper.make_node("Cast", [name], [out], name=f"{out}_cast", to=to))
-            casts[key] = out
-            report.casts_inserted += 1
-        return casts[key]
-
-    for node in graph.node:
-        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
-        float_in = [bool(n) and elem.get(n) == FLOAT for n in node.input]
-        float_out = [elem.get(n) == FLOAT for n in node.output]
-        low = any(float_in) or any(float_out)
-        by_name = _matches(node.name, keep_fp32_nodes)
-        keep = by_name or node.op_type in keep_fp32_ops
-        activations = [n for n, f in zip(node.input, float_in) if f and n not in inits]
-        follow = (not keep and node.op_type in FOLLOW_OPS and bool(activations)
-                  and all(cur.get(n, FLOAT) == FLOAT for n in activations))
-        if keep and low:
-            if by_name:
-                report.kept_fp32_nodes.append(node.name)
-            else:
-                report.kept_fp32_ops[node.op_type] = report.kept_fp32_ops.get(node.op_type, 0) + 1
-        elif follow and low:
-            report.followed_fp32 += 1
-        keep = keep or follow
-        low = low and not keep and node.domain in ("", "ai.onnx")
-        fp16_vars: set[str] = set()
-        for i, name in enumerate(node.input):
-            if not float_in[i]:
-                continue
-            want = FLOAT
-            if low:
-                ok, var = _allows_fp16(schema, i, True)
-                if ok:
-                    want = HALF
-                    if var:
-                        fp16_vars.add(var)
-            have = cur.get(name, FLOAT)
-            if have == want:
-                continue
-            if name in inits and want == HALF:
-                node.input[i] = fp16_init(name)
-            elif name in inits:  # a float16 copy is not needed: the float32 original is read
-                continue
-            else:
-                node.input[i] = cast_to(name, want)
-        if low:
-            _retype_attributes(node, HALF, FLOAT, report)
-        for i, name in enumerate(node.output):
-            if not float_out[i]:
-                continue
-            out_type = FLOAT
-            if low:
-                ok, var = _allows_fp16(schema, i, False)
-                if ok and (var in fp16_vars or node.op_type in ("Cast", "ConstantOfShape")):
-                    out_type = HALF
-            cur[name] = out_type
-        if low:
-            report.nodes_fp16 += 1
-        elif any(float_in) or any(float_out):
-            report.nodes_fp32 += 1
-        new_nodes.append(node)
-
-    # graph outputs must stay float32: rename float16 producers' outputs and cast back to the output name
-    for out in graph.output:
-        if cur.get(out.name) != HALF:
-            continue
-        renamed = unique(f"{out.name}_fp16")
-        for n in new_nodes:
-            for i, v in enumerate(n.output):
-                if v == out.name:
-                    n.output[i] = renamed
-            for i, v in enumerate(n.input):
-                if v == out.name:
-                    n.input[i] = renamed
-        new_nodes.append(helper.make_node("Cast", [renamed], [out.name], name=f"{out.name}_cast_fp32", to=FLOAT))
-        report.casts_inserted += 1
-
-    used = {v for n in new_nodes for v in n.input}
-    kept_inits = [t for t in graph.initializer if t.name in used] + [t for t in new_inits if t.name in used]
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
-    del graph.value_info[:]
-    out_model = onnx.shape_inference.infer_shapes(src, strict_mode=True)
-    onnx.checker.check_model(out_model, full_check=True)
-    return out_model, report
+    rewrite = Fp16Rewrite(model, report)
+    for node in rewrite.nodes:
+        rewrite.convert_node(node, _runs_in_fp16(node, rewrite, keep_fp32_ops, keep_fp32_nodes, report))
+    rewrite.cast_outputs_back()
+    return rewrite.finalise(), report
 
 
-def _constants_to_initializers(graph: Any) -> None:
-    """Float ``Constant`` nodes become initializers, so they are converted (or kept) like weights."""
-    from onnx import TensorProto
-
-    keep = []
-    for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value" \
-                and node.attribute[0].t.data_type == TensorProto.FLOAT:
-            t = TensorProto()
-            t.CopyFrom(node.attribute[0].t)
-            t.name = node.output[0]
-            graph.initializer.append(t)
+def _runs_in_fp16(node: Any, rewrite: Fp16Rewrite, keep_fp32_ops: Sequence[str], keep_fp32_nodes: Sequence[str],
+                  report: Fp16Report) -> bool:
+    """Whether ``node`` moves to float16: it has a float tensor, is a standard-domain op, and is neither kept in
+    float32 (by op type or name pattern) nor a :data:`FOLLOW_OPS` op whose activation inputs are all float32 now.
+    Nodes kept or followed in float32 are counted in ``report``."""
+    float_in, float_out = rewrite.float_inputs(node), rewrite.float_outputs(node)
+    low = any(float_in) or any(float_out)
+    by_name = _matches(node.name, keep_fp32_nodes)
+    keep = by_name or node.op_type in keep_fp32_ops
+    activations = [n for n, f in zip(node.input, float_in) if f and not rewrite.is_initializer(n)]
+    follow = (not keep and node.op_type in FOLLOW_OPS and bool(activations)
+              and all(rewrite.is_float32_now(n) for n in activations))
+    if keep and low:
+        if by_name:
+            report.kept_fp32_nodes.append(node.name)
         else:
-            keep.append(node)
-    if len(keep) != len(graph.node):
-        del graph.node[:]
-        graph.node.extend(keep)
-
-
-def _retype_attributes(node: Any, half: int, single: int, report: Fp16Report) -> None:
-    """Float16 versions of the float32 type attributes of a node moved to the float16 region."""
-    from onnx import numpy_helper
-
-    for attr in node.attribute:
-        if node.op_type == "Cast" and attr.name == "to" and attr.i == single:
-            attr.i = half
-        elif node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == single:
-            arr = numpy_helper.to_array(attr.t).astype(np.float32)
-            report.values_clamped += int((np.abs(arr) > _FP16_MAX).sum())
-            attr.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -_FP16_MAX, _FP16_MAX).astype(np.float16),
-                                                    attr.t.name))
+            report.kept_fp32_ops[node.op_type] = report.kept_fp32_ops.get(node.op_type, 0) + 1
+    elif follow and low:
+        report.followed_fp32 += 1
+    keep = keep or follow
+    return low and not keep and node.domain in ("", "ai.onnx")
 
 
 def convert_fp16(src: str | Path, out_path: str | Path, *, keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
@@ -300,11 +145,12 @@ def convert_fp16(src: str | Path, out_path: str | Path, *, keep_fp32_ops: Sequen
     """Write the mixed-precision FP16 version of the FP32 ONNX file ``src`` to ``out_path`` (atomically).
 
     ``engine="srpose"`` (default) uses :func:`to_mixed_fp16`; ``engine="modelopt"`` uses ModelOpt AutoCast with the
-    same exclusions (``keep_io_types=True``). The file's metadata gets ``precision="fp16"`` and ``fp16`` (the report).
+    same exclusions (``keep_io_types=True``). The file's card gets ``precision="fp16"`` and
+    ``precision_details["fp16"]`` (the report).
     """
     import onnx
 
-    from srpose.export.onnx_export import set_metadata
+    from srpose.export.onnx_export import record_precision
     from srpose._io import atomic_write_bytes
 
     src = Path(src)
@@ -319,7 +165,7 @@ def convert_fp16(src: str | Path, out_path: str | Path, *, keep_fp32_ops: Sequen
         raise ValueError(f"FP16 engine {engine!r} is unknown: use 'srpose' or 'modelopt'")
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
-    set_metadata(out, {"precision": "fp16", "fp16": report.to_dict()})
+    record_precision(out, "fp16", report.to_dict())
     atomic_write_bytes(out_path, out.SerializeToString(deterministic=True))
     return report
 

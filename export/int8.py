@@ -18,31 +18,34 @@ Runtime's ``quantize_static`` in QDQ format with TensorRT's conventions:
 Calibration ranges are computed batch by batch (histograms / min-max merged per chunk of batches, so memory does
 not grow with the number of images) and cached in a JSON file keyed by the FP32 model's hash, the calibration
 data's hash and the method; a re-export with the same key reuses the cache and skips calibration inference.
+
+:func:`quantize_int8` is two steps that can also be run separately: :func:`calibration_ranges` (computed or cached
+ranges of one model on one calibration set) and :func:`write_qdq_model` (the Q/DQ graph of given ranges and a given
+set of excluded nodes), so one calibration serves several exclusion sets. The calibration machinery and the cache
+file are :mod:`srpose.export._int8_calib`.
 """
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
-import io
 import json
-import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
+from srpose.export._int8_calib import CACHE_FORMAT  # noqa: F401 - the cache's file format, importable from here
+from srpose.export._int8_calib import compute_ranges, load_ranges, quiet, save_ranges
 
-__all__ = ["CALIB_METHODS", "DEFAULT_EXCLUDE", "DEFAULT_OP_TYPES", "Int8Report", "quantize_int8",
-           "resolve_excluded_nodes", "calibration_cache_key"]
+__all__ = ["CALIB_METHODS", "DEFAULT_EXCLUDE", "DEFAULT_OP_TYPES", "Int8Report", "CalibrationRanges",
+           "quantize_int8", "calibration_ranges", "write_qdq_model", "resolve_excluded_nodes",
+           "calibration_cache_key"]
 
 #: ``--calib-method`` name -> onnxruntime CalibrationMethod member name.
 CALIB_METHODS = {"entropy": "Entropy", "max": "MinMax", "minmax": "MinMax", "percentile": "Percentile"}
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 #: node-name patterns (fnmatch) left in float: the heads' output convolutions.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("*heatmap_head*", "*converge*", "*final_layer*", "/decode/*", "/flip_merge/*")
-CACHE_FORMAT = 1
 
 
 @dataclass
@@ -62,6 +65,22 @@ class Int8Report:
         return dict(self.__dict__)
 
 
+@dataclass
+class CalibrationRanges:
+    """Activation ranges of one FP32 model on one calibration set (:func:`calibration_ranges`), ready for
+    :func:`write_qdq_model`."""
+
+    method: str  # entropy | max | minmax | percentile
+    op_types: list[str]  # the quantisable op types whose inputs have ranges
+    settings: dict[str, Any]  # calibrator settings (percentile, num_bins)
+    ranges: Any  # onnxruntime.quantization.calibrate.TensorsData
+    crops: int = 0
+    batches: int = 0
+    key: str | None = None  # calibration_cache_key, when a cache is used
+    cache_file: str | None = None
+    cache_hit: bool = False
+
+
 def resolve_excluded_nodes(model: Any, patterns: Sequence[str], op_types: Sequence[str]) -> list[str]:
     """Names of the ``op_types`` nodes of ``model`` matching any of ``patterns`` (exact names or fnmatch)."""
     names = [n.name for n in model.graph.node if n.op_type in op_types]
@@ -74,101 +93,7 @@ def calibration_cache_key(model_sha256: str, data_key: str, method: str, setting
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class _ListReader:
-    """A CalibrationDataReader over a list of input dicts."""
-
-    def __init__(self, items: list[dict[str, np.ndarray]]):
-        self._it = iter(items)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-
-def _batches(data: Any, input_name: str) -> Iterator[dict[str, np.ndarray]]:
-    if hasattr(data, "get_next") and not hasattr(data, "__iter__"):
-        while (item := data.get_next()) is not None:
-            yield item
-        return
-    for item in data:
-        if isinstance(item, dict):
-            yield item
-        else:
-            arr = np.ascontiguousarray(item, dtype=np.float32)
-            if arr.ndim != 4:
-                raise ValueError(f"calibration batches must be N x 3 x H x W arrays, got shape {arr.shape}")
-            yield {input_name: arr}
-
-
-def _shapes(batch: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
-    return [tuple(v.shape) for v in batch.values()]
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence onnxruntime.quantization's prints and warnings (pre-processing advice, progress lines)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
-def _calibrate(fp32_path: Path, data: Iterable[Any], method: Any, op_types: Sequence[str], input_name: str,
-               chunk: int, settings: dict[str, Any], report: Int8Report) -> Any:
-    from onnxruntime.quantization.calibrate import create_calibrator
-
-    with tempfile.TemporaryDirectory(prefix="srpose-calib-") as tmp:
-        calibrator = create_calibrator(fp32_path, list(op_types),
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=method, extra_options=dict(settings))
-        pending: list[dict[str, np.ndarray]] = []
-        for batch in _batches(data, input_name):
-            if pending and _shapes(batch) != _shapes(pending[0]):  # the histogram collector stacks a chunk
-                calibrator.collect_data(_ListReader(pending))
-                pending = []
-            pending.append(batch)
-            report.calibration_batches += 1
-            report.calibration_crops += int(next(iter(batch.values())).shape[0])
-            if len(pending) == chunk:
-                calibrator.collect_data(_ListReader(pending))
-                pending = []
-        if pending:
-            calibrator.collect_data(_ListReader(pending))
-        if report.calibration_batches == 0:
-            raise ValueError("the calibration data yielded no batches")
-        ranges = calibrator.compute_data()
-        del calibrator
-    return ranges
-
-
-def _save_ranges(path: Path, key: str, method: str, ranges: Any, meta: dict[str, Any]) -> None:
-    from srpose._io import atomic_write_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {name: [float(np.asarray(td.range_value[0]).reshape(-1)[0]),
-                   float(np.asarray(td.range_value[1]).reshape(-1)[0])] for name, td in ranges.items()}
-    atomic_write_json(path, dict(format=CACHE_FORMAT, key=key, method=method, meta=meta,
-                                 ranges=dict(sorted(data.items()))))
-
-
-def _load_ranges(path: Path, key: str, method_enum: Any) -> tuple[Any | None, dict[str, Any]]:
-    """(ranges, meta) of a cache file, or (None, {}) when it is unreadable or for another key."""
-    from onnxruntime.quantization.calibrate import TensorData, TensorsData
-
-    try:
-        d = json.loads(path.read_text())
-        if d.get("format") != CACHE_FORMAT or d.get("key") != key:
-            return None, {}
-        ranges = {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
-                  for name, (lo, hi) in d["ranges"].items()}
-    except (OSError, ValueError, TypeError, KeyError):
-        return None, {}
-    return TensorsData(method_enum, ranges), dict(d.get("meta") or {})
-
-
+# ---------------------------------------------------------------------------------------------- the composition
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Any] | None, *,
                   method: str = "entropy", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                   op_types: Sequence[str] = DEFAULT_OP_TYPES, cache_dir: str | Path | None = None,
@@ -182,25 +107,28 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     cache already holds the ranges. ``method``: entropy | max | percentile. ``exclude``: node names or fnmatch
     patterns kept in float (activation x activation MatMuls too, unless ``quantize_activation_matmuls``).
     ``chunk_batches``: batches whose intermediate tensors are held at once before they are folded into the
-    histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key`` enable the calibration cache (``data_key`` identifies the
-    data, e.g. ``CalibrationReader.data_key()``). The output's metadata gets ``precision="int8"`` and ``int8``.
+    histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key`` enable the calibration
+    cache (``data_key`` identifies the data, e.g. ``CalibrationReader.data_key()``). The output's card gets
+    ``precision="int8"`` and ``precision_details["int8"]``.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from srpose.export.onnx_export import model_sha256, set_metadata
 
     fp32_path = Path(fp32_path)
-    if not fp32_path.is_file():
-        raise FileNotFoundError(f"FP32 ONNX file {fp32_path} does not exist")
-    _check_onnxruntime()
-    if method not in CALIB_METHODS:
-        raise ValueError(f"calibration method {method!r} is unknown: use one of entropy, max, percentile")
-    if chunk_batches < 1:
-        raise ValueError(f"chunk_batches must be >= 1, got {chunk_batches}")
-    method_enum = getattr(CalibrationMethod, CALIB_METHODS[method])
+    _check_source(fp32_path)
+    _check_calibration_settings(method, chunk_batches)
     op_types = list(op_types)
     model = onnx.load(str(fp32_path))
+    excluded = _excluded_nodes(model, fp32_path.name, exclude, op_types, quantize_activation_matmuls)
+    calib = _calibration_ranges(fp32_path, calibration, method=method, op_types=op_types, cache_dir=cache_dir,
+                                data_key=data_key, input_name=input_name, chunk_batches=chunk_batches,
+                                settings=_calibrator_settings(method, percentile, num_bins))
+    return _write_qdq(fp32_path, out_path, calib, excluded, model)
+
+
+def _excluded_nodes(model: Any, file_name: str, exclude: Sequence[str], op_types: list[str],
+                    quantize_activation_matmuls: bool) -> list[str]:
+    """The ``op_types`` nodes left in float: those matching ``exclude``, then (unless
+    ``quantize_activation_matmuls``) the MatMuls without a constant operand; exact names must exist."""
     excluded = resolve_excluded_nodes(model, exclude, op_types)
     if not quantize_activation_matmuls:
         weights = {t.name for t in model.graph.initializer}
@@ -208,63 +136,149 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
                      and not (n.input[0] in weights or n.input[1] in weights)]
     unknown = [p for p in exclude if not any(ch in p for ch in "*?[") and p not in {n.name for n in model.graph.node}]
     if unknown:
-        raise ValueError(f"nodes to exclude {unknown} are not in {fp32_path.name}; node names look like "
+        raise ValueError(f"nodes to exclude {unknown} are not in {file_name}; node names look like "
                          f"{[n.name for n in model.graph.node if n.op_type in op_types][:3]}")
+    return excluded
+
+
+# ---------------------------------------------------------------------------------------------- step 1: ranges
+def calibration_ranges(fp32_path: str | Path, calibration: Iterable[Any] | None, *, method: str = "entropy",
+                       op_types: Sequence[str] = DEFAULT_OP_TYPES, cache_dir: str | Path | None = None,
+                       data_key: str | None = None, input_name: str = "input", chunk_batches: int = 1,
+                       percentile: float = 99.999, num_bins: int | None = None) -> CalibrationRanges:
+    """The activation ranges of FP32 ONNX file ``fp32_path`` on ``calibration``, read from the cache when it holds
+    them (and written to it otherwise). The arguments mean what they mean for :func:`quantize_int8`."""
+    fp32_path = Path(fp32_path)
+    _check_source(fp32_path)
+    _check_calibration_settings(method, chunk_batches)
+    return _calibration_ranges(fp32_path, calibration, method=method, op_types=list(op_types), cache_dir=cache_dir,
+                               data_key=data_key, input_name=input_name, chunk_batches=chunk_batches,
+                               settings=_calibrator_settings(method, percentile, num_bins))
+
+
+def _calibrator_settings(method: str, percentile: float, num_bins: int | None) -> dict[str, Any]:
+    """The calibrator's extra options for ``method`` (also part of the cache key and the output's card)."""
     settings: dict[str, Any] = {}
     if method == "percentile":
         settings.update(percentile=float(percentile), symmetric=True)
     if num_bins is not None and method != "max":
         settings["num_bins"] = int(num_bins)
-    report = Int8Report(method=method, excluded_nodes=excluded, op_types=op_types)
+    return settings
 
+
+def _calibration_ranges(fp32_path: Path, calibration: Iterable[Any] | None, *, method: str, op_types: list[str],
+                        cache_dir: str | Path | None, data_key: str | None, input_name: str, chunk_batches: int,
+                        settings: dict[str, Any]) -> CalibrationRanges:
+    """:func:`calibration_ranges` on checked arguments."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    from srpose.export.onnx_export import model_sha256
+
+    method_enum = getattr(CalibrationMethod, CALIB_METHODS[method])
+    calib = CalibrationRanges(method=method, op_types=op_types, settings=settings, ranges=None)
     cache_path = None
-    key = None
     if cache_dir is not None and data_key is not None:
-        key = calibration_cache_key(model_sha256(fp32_path), data_key, method, {**settings, "op_types": op_types})
-        cache_path = Path(cache_dir) / f"{fp32_path.stem.split('.')[0]}.{method}.{key[:16]}.calib.json"
-        report.cache_file = str(cache_path)
-    ranges = None
+        calib.key = calibration_cache_key(model_sha256(fp32_path), data_key, method,
+                                          {**settings, "op_types": op_types})
+        cache_path = Path(cache_dir) / f"{fp32_path.stem.split('.')[0]}.{method}.{calib.key[:16]}.calib.json"
+        calib.cache_file = str(cache_path)
     if cache_path is not None and cache_path.is_file():
-        ranges, cached_meta = _load_ranges(cache_path, key, method_enum)
-        if ranges is not None:
-            report.calibration_crops = int(cached_meta.get("crops", 0))
-            report.calibration_batches = int(cached_meta.get("batches", 0))
-    report.cache_hit = ranges is not None
-    if ranges is None:
+        calib.ranges, cached_meta = load_ranges(cache_path, calib.key, method_enum)
+        if calib.ranges is not None:
+            calib.crops = int(cached_meta.get("crops", 0))
+            calib.batches = int(cached_meta.get("batches", 0))
+    calib.cache_hit = calib.ranges is not None
+    if calib.ranges is None:
         if calibration is None:
             raise ValueError("INT8 quantisation needs calibration data (no cached ranges for this model and data)")
-        with _quiet():
-            ranges = _calibrate(fp32_path, calibration, method_enum, op_types, input_name, chunk_batches, settings,
-                                report)
+        with quiet():
+            calib.ranges, calib.crops, calib.batches = compute_ranges(fp32_path, calibration, method_enum, op_types,
+                                                                      input_name, chunk_batches, settings)
         if cache_path is not None:
-            _save_ranges(cache_path, key, method, ranges, dict(model=fp32_path.name, crops=report.calibration_crops,
-                                                               batches=report.calibration_batches))
+            save_ranges(cache_path, calib.key, method, calib.ranges,
+                        dict(model=fp32_path.name, crops=calib.crops, batches=calib.batches))
+    return calib
 
+
+# ---------------------------------------------------------------------------------------------- step 2: Q/DQ graph
+def write_qdq_model(fp32_path: str | Path, out_path: str | Path, calib: CalibrationRanges,
+                    excluded_nodes: Sequence[str]) -> Int8Report:
+    """Write the Q/DQ INT8 version of FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically), quantised with the
+    ranges ``calib`` (of this model) and leaving the nodes named in ``excluded_nodes`` (exact names) in float.
+    The output's card gets ``precision="int8"`` and ``precision_details["int8"]``, as with :func:`quantize_int8`."""
+    import onnx
+
+    fp32_path = Path(fp32_path)
+    _check_source(fp32_path)
+    model = onnx.load(str(fp32_path))
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in excluded_nodes if n not in names]
+    if unknown:
+        raise ValueError(f"nodes to exclude {unknown} are not in {fp32_path.name}")
+    return _write_qdq(fp32_path, out_path, calib, list(excluded_nodes), model)
+
+
+def _write_qdq(fp32_path: Path, out_path: str | Path, calib: CalibrationRanges, excluded: list[str],
+               model: Any) -> Int8Report:
+    """:func:`write_qdq_model` on checked arguments, ``model`` being the loaded FP32 file (its metadata is kept)."""
+    import onnx
+
+    from srpose._io import atomic_write_bytes
+    from srpose.export.onnx_export import record_precision
+
+    q = _qdq_graph(fp32_path, calib, excluded)
+    report = Int8Report(method=calib.method, calibration_crops=calib.crops, calibration_batches=calib.batches,
+                        cache_file=calib.cache_file, cache_hit=calib.cache_hit, excluded_nodes=excluded,
+                        op_types=calib.op_types)
+    report.quantized_nodes = _count_quantized(q, calib.op_types)
+    del q.metadata_props[:]
+    q.metadata_props.extend(model.metadata_props)
+    # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
+    record_precision(q, "int8", dict(
+        method=calib.method, calibration_crops=calib.crops, calibration_key=calib.key, op_types=calib.op_types,
+        excluded_nodes=excluded, quantized_nodes=report.quantized_nodes, settings=calib.settings))
+    onnx.checker.check_model(q, full_check=True)
+    atomic_write_bytes(out_path, q.SerializeToString(deterministic=True))
+    return report
+
+
+def _qdq_graph(fp32_path: Path, calib: CalibrationRanges, excluded: list[str]) -> Any:
+    """ONNX Runtime's ``quantize_static`` QDQ graph of ``fp32_path`` with TensorRT's conventions (module docstring)
+    and the precomputed ranges (no calibration inference)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    op_types = calib.op_types
     extra = dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
                  OpTypesToExcludeOutputQuantization=op_types, DedicatedQDQPair=False)
     with tempfile.TemporaryDirectory(prefix="srpose-int8-") as tmp:
         ort_cache = Path(tmp) / "ranges.json"
-        _write_ort_cache(ort_cache, ranges)
+        _write_ort_cache(ort_cache, calib.ranges)
         out_tmp = Path(tmp) / "int8.onnx"
-        with _quiet():
+        with quiet():
             quantize_static(str(fp32_path), str(out_tmp), None, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=op_types, per_channel=True, reduce_range=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=excluded, calibrate_method=method_enum, extra_options=extra,
-                            calibration_cache_path=str(ort_cache))
-        q = onnx.load(str(out_tmp))
-    report.quantized_nodes = _count_quantized(q, op_types)
-    del q.metadata_props[:]
-    q.metadata_props.extend(model.metadata_props)
-    # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
-    set_metadata(q, {"precision": "int8", "int8": dict(
-        method=method, calibration_crops=report.calibration_crops, calibration_key=key, op_types=op_types,
-        excluded_nodes=excluded, quantized_nodes=report.quantized_nodes, settings=settings)})
-    onnx.checker.check_model(q, full_check=True)
-    from srpose._io import atomic_write_bytes
+                            nodes_to_exclude=excluded,
+                            calibrate_method=getattr(CalibrationMethod, CALIB_METHODS[calib.method]),
+                            extra_options=extra, calibration_cache_path=str(ort_cache))
+        return onnx.load(str(out_tmp))
 
-    atomic_write_bytes(out_path, q.SerializeToString(deterministic=True))
-    return report
+
+# ---------------------------------------------------------------------------------------------- checks and helpers
+def _check_source(fp32_path: Path) -> None:
+    """Fail early on a missing FP32 file or an onnxruntime that cannot quantise from precomputed ranges."""
+    if not fp32_path.is_file():
+        raise FileNotFoundError(f"FP32 ONNX file {fp32_path} does not exist")
+    _check_onnxruntime()
+
+
+def _check_calibration_settings(method: str, chunk_batches: int) -> None:
+    """Reject an unknown calibration method or a chunk of fewer than one batch."""
+    if method not in CALIB_METHODS:
+        raise ValueError(f"calibration method {method!r} is unknown: use one of entropy, max, percentile")
+    if chunk_batches < 1:
+        raise ValueError(f"chunk_batches must be >= 1, got {chunk_batches}")
 
 
 def _check_onnxruntime() -> None:
@@ -287,6 +301,7 @@ def _write_ort_cache(path: Path, ranges: Any) -> None:
 
 
 def _count_quantized(model: Any, op_types: Sequence[str]) -> int:
+    """Number of ``op_types`` nodes whose first input comes from a DequantizeLinear (quantised nodes)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     count = 0
     for n in model.graph.node:

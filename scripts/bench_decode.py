@@ -3,7 +3,7 @@
 
 Times (median of several runs, interleaved, same process) on random float32 heatmaps (default 32 x 17 x 256 x 192):
 the official algorithm (torch max-pool with indices over 16 x 16 cells, then a Python loop over every person and
-joint: ``srpose/_decode_ref.py``), our numpy decoder, our torch CPU decoder, the mmpose simple decoder (official
+joint: ``tests/_decode_ref.py``), our numpy decoder, our torch CPU decoder, the mmpose simple decoder (official
 and ours), and ``np.max(h, axis=(2, 3))``. Prints a table and writes the ``## Heatmap decoding`` section of
 ``docs/benchmarks.md`` (``--quick``: a tiny smoke run that writes only when ``--out`` is given).
 """
@@ -25,10 +25,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "tests"):  # tests/_decode_ref.py: the official decoders, re-implemented as oracles
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-from srpose import _decode_ref as ref  # noqa: E402
+import _decode_ref as ref  # noqa: E402
 from srpose._io import replace_markdown_section  # noqa: E402
 from srpose.decode import decode_heatmaps  # noqa: E402
 
@@ -86,7 +87,8 @@ def run(shape: tuple, runs: int, seed: int = 0) -> dict:
         "official srpose (torch max-pool + Python loop)": lambda: ref.srpose_decode(h, center, scale),
         "ours srpose, numpy": lambda: decode_heatmaps(h, center, scale, kind="srpose"),
         "ours srpose, torch CPU": lambda: decode_heatmaps(ht, center, scale, kind="srpose"),
-        "ours srpose, torch CPU, 1 thread": lambda: _one_thread(lambda: decode_heatmaps(ht, center, scale)),
+        "ours srpose, torch CPU, 1 thread":
+            lambda: _one_thread(lambda: decode_heatmaps(ht, center, scale, kind="srpose")),
         "official simple (mmpose 0.x, Python loop)": lambda: ref.keypoints_from_heatmaps(h, center, scale),
         "ours simple, numpy": lambda: decode_heatmaps(h, center, scale, kind="simple"),
         "one pass: np.max(h, axis=(2, 3))": lambda: np.max(h, axis=(2, 3)),

@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from srpose.eval.demo import DEMO_TIME_BUDGET_S, Target, targets_markdown  # noqa: E402
+from srpose.eval.demo import DEMO_TIME_BUDGET_S  # noqa: E402
+from srpose.eval.report import Target, targets_markdown  # noqa: E402
 from srpose._io import replace_markdown_section  # noqa: E402
 
 SECTION = "## Demo: training and AP per precision (CPU)"

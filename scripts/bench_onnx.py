@@ -109,9 +109,10 @@ def _replicated_coco(work: Path, copies: int) -> Path:
 def bench_decode_graph(name: str, work: Path, threads: int, copies: int, checkpoint: str | None) -> Dict[str, Any]:
     """Evaluator throughput of the --decode graph vs the heatmap graph (flip off, same crops)."""
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
-    from srpose.eval.evaluator import evaluate
+    from srpose.eval.evaluator import EvalOptions, evaluate
     from srpose.export.onnx_export import export_onnx
     from srpose.data import TopDownCocoDataset
+    from srpose.tasks import task_for
 
     cfg, model = _build(name, checkpoint)
     heat = export_onnx(model, cfg, work / f"{name}.fp32.onnx", batch=(1, 8, 8))
@@ -122,7 +123,8 @@ def bench_decode_graph(name: str, work: Path, threads: int, copies: int, checkpo
     for _ in range(2):  # interleaved twice, best of two
         for kind, path in (("heatmaps", heat), ("keypoints", dec)):
             backend = OnnxRuntimeBackend(path, threads=threads)
-            res = evaluate(backend, ds, cfg.data, cfg.test_cfg, flip=False, batch_size=8, workers=0, progress=False)
+            res = evaluate(task_for(cfg), backend, ds, EvalOptions(flip=False, batch_size=8, workers=0,
+                                                                    progress=False))
             prev = results.get(kind)
             if prev is None or res.images_per_s > prev.images_per_s:
                 results[kind] = res
@@ -143,9 +145,10 @@ def bench_precision(name: str, work: Path, threads: int, checkpoint: str | None)
     from srpose.export.compare import ErrorAccumulator
     from srpose.export.fp16 import convert_fp16
     from srpose.export.int8 import quantize_int8
-    from srpose.decode import decode_heatmaps
+    from srpose.tasks import task_for
 
     cfg, _ = _build(name, checkpoint)
+    task = task_for(cfg)
     fp32 = work / f"{name}.fp32.onnx"
     reader = CalibrationReader(SHARED / "test_coco.json", SHARED, cfg, num=None, batch_size=6)
     batches = list(reader)
@@ -158,21 +161,21 @@ def bench_precision(name: str, work: Path, threads: int, checkpoint: str | None)
     files["int8 (entropy)"] = work / f"{name}.int8.onnx"
     quantize_int8(fp32, files["int8 (entropy)"], batches, method="entropy")
     ref_backend = OnnxRuntimeBackend(fp32, threads=threads)
-    ref = [ref_backend.infer(b) for b in batches]
+    ref = [ref_backend.infer(b)["heatmaps"] for b in batches]
     iw, ih = cfg.image_size
 
     def kpts(h: np.ndarray) -> np.ndarray:
         n = len(h)
         c = np.tile(np.array([[iw / 2, ih / 2]], np.float32), (n, 1))
         s = np.tile(np.array([[iw / 200, ih / 200]], np.float32), (n, 1))
-        return decode_heatmaps(h, c, s, kind=cfg.data["decoder"])[0]
+        return task.codec.decode_to_image(h, c, s)[0]
 
     out: Dict[str, Any] = dict(model=name, crops=sum(len(b) for b in batches), rows=[])
     for label, path in files.items():
         backend = OnnxRuntimeBackend(path, threads=threads)
         acc, kacc = ErrorAccumulator(), ErrorAccumulator(keypoints=True)
         for b, r in zip(batches, ref):
-            o = backend.infer(b)
+            o = backend.infer(b)["heatmaps"]
             acc.add(r, o)
             kacc.add(kpts(r), kpts(o))
         e = acc.result()

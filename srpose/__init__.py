@@ -8,17 +8,17 @@ not import torch: the runtime layer stays torch-free.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from srpose._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "list_models": "srpose._registry", "register_model": "srpose._registry",
+    "list_models": "srpose.presets", "register_model": "srpose._registry",
     "CheckpointError": "srpose.checkpoint", "load_checkpoint": "srpose.checkpoint",
     "read_state_dict": "srpose.checkpoint", "save_checkpoint": "srpose.checkpoint",
-    "PoseConfig": "srpose.config", "get_config": "srpose.config",
+    "PoseConfig": "srpose.config", "get_config": "srpose.resolve",
     "TopDown": "srpose.models", "build_model": "srpose.models",
     "decode_heatmaps": "srpose.decode",
 }
@@ -26,13 +26,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'srpose' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("srpose", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -89,3 +89,20 @@ def replace_markdown_section(path: str | os.PathLike, heading: str, section: str
         after = "".join(lines[end:])
         body = "".join(lines[:start]) + section + ("\n" + after if after else "")
     return atomic_write_text(path, body)
+
+
+def check_out_dir(path: str | os.PathLike, *, option: str = "output folder") -> Path:
+    """Raise unless ``path`` is (or can be created as) a writable folder; creates nothing."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{option} {path} exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"output folder {path} is not writable: choose another {option}")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create output folder {path}: {parent} is not writable")
+    return path

@@ -85,7 +85,7 @@ def _listing(title: str, items: list[str], limit: int = 10) -> str:
 
 def find_matching_presets(sd: Mapping[str, torch.Tensor]) -> list[str]:
     """Presets whose state dict has exactly the keys and shapes of ``sd`` (models built on the meta device)."""
-    from srpose._registry import list_models
+    from srpose.presets import list_models
     from srpose.models.builder import build_model
 
     keys = {k: tuple(v.shape) for k, v in sd.items()}

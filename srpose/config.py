@@ -1,14 +1,15 @@
-"""Model + data configuration: presets, official mmpose config files and the project's own JSON configs."""
+"""Model + data configuration: the PoseConfig dataclass, its defaults and small parsers (no torch).
+
+Presets live in :mod:`srpose.presets`; :func:`srpose.resolve.get_config` turns a preset name, an official mmpose
+``.py`` config or a project ``.json`` config into a PoseConfig.
+"""
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from srpose._mmcfg import ConfigError, read_mmpose_config
+from srpose._mmcfg import ConfigError
 from srpose.keypoints import dataset_meta
 
 DEFAULT_TEST_CFG = dict(flip_test=True, post_process="default", shift_heatmap=True, modulate_kernel=11)
@@ -21,9 +22,8 @@ DEFAULT_TRAIN_CFG = dict(
     rot_factor=40, scale_factor=0.5, grad_clip=None,
     channels_last=False,  # not in mmpose: NHWC activations, 1.6x faster CPU training of the demo preset (measured)
 )
-_DATASET_TYPES = {
-    "TopDownCocoDataset": "coco", "TopDownCrowdPoseDataset": "crowdpose", "TopDownMpiiDataset": "mpii",
-}
+#: detector type names of bottom-up configs (SRPose / early mmpose 0.x, later mmpose 0.x).
+BOTTOM_UP_TYPES = ("BottomUp", "AssociativeEmbedding")
 
 
 @dataclass
@@ -35,6 +35,11 @@ class PoseConfig:
     data: dict[str, Any]
     train: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TRAIN_CFG))
     source: str = "preset"
+
+    @property
+    def is_bottom_up(self) -> bool:
+        """The model is a bottom-up (associative embedding) detector."""
+        return self.model.get("type") in BOTTOM_UP_TYPES
 
     @property
     def test_cfg(self) -> dict[str, Any]:
@@ -102,6 +107,26 @@ def parse_wxh(text: str, *, option: str = "size", minimum: int = 16, multiple: i
     return w, h
 
 
+def parse_batch(text: str | Sequence[int], *, option: str = "--batch") -> tuple[int, int, int]:
+    """``"1,8,32"`` (or a sequence; one number N means N,N,N) -> checked (min, opt, max) batch profile; ValueError
+    naming ``option`` when malformed or not 1 <= min <= opt <= max."""
+    if isinstance(text, str):
+        try:
+            vals = [int(p) for p in text.replace(" ", "").split(",") if p]
+        except ValueError:
+            raise ValueError(f"{option} {text!r}: expected MIN,OPT,MAX integers such as 1,8,32") from None
+    else:
+        vals = [int(v) for v in text]
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ValueError(f"{option} {text!r} must have three values (min, opt, max), e.g. 1,8,32")
+    lo, opt, hi = vals
+    if not 1 <= lo <= opt <= hi:
+        raise ValueError(f"{option} ({lo}, {opt}, {hi}) must satisfy 1 <= min <= opt <= max")
+    return lo, opt, hi
+
+
 def make_data_cfg(dataset: str = "coco", *, image_size=(192, 256), heatmap_size=(48, 64), sigma: float = 2.0,
                   decoder: str = "simple", **overrides: Any) -> dict[str, Any]:
     """The data settings of a top-down model on ``dataset``."""
@@ -116,84 +141,11 @@ def make_data_cfg(dataset: str = "coco", *, image_size=(192, 256), heatmap_size=
     return d
 
 
-def _find_pipeline_step(pipeline: list, type_name: str) -> dict | None:
-    for step in pipeline or []:
-        if isinstance(step, dict) and step.get("type") == type_name:
-            return step
-    return None
-
-
-def config_from_mmpose(path: str | Path) -> PoseConfig:
-    """Build a :class:`PoseConfig` from an official mmpose 0.x / SRPose ``.py`` config file."""
-    path = Path(path)
-    raw = read_mmpose_config(path)
-    if (raw.get("model") or {}).get("type") in ("BottomUp", "AssociativeEmbedding"):
-        from srpose.presets_bottomup import config_from_mmpose_bottomup
-
-        return config_from_mmpose_bottomup(path, raw)
-    for key in ("model", "data_cfg"):
-        if key not in raw:
-            raise ConfigError(f"{path}: no top-level `{key}` in this config; is it an mmpose top-down config?")
-    model = copy.deepcopy(raw["model"])
-    dcfg = raw["data_cfg"]
-    data_section = raw.get("data", {})
-    ds_type = (data_section.get("test") or data_section.get("val") or {}).get("type", "TopDownCocoDataset")
-    dataset = _DATASET_TYPES.get(ds_type)
-    if dataset is None:
-        raise ConfigError(f"{path}: dataset type {ds_type!r} is not supported; expected one of {sorted(_DATASET_TYPES)}")
-    norm = _find_pipeline_step(raw.get("val_pipeline") or raw.get("test_pipeline") or [], "NormalizeTensor")
-    target = _find_pipeline_step(raw.get("train_pipeline", []), "TopDownGenerateTarget")
-    decoder = "srpose" if model.get("type") == "TopDownHigher" else "simple"
-    data = make_data_cfg(
-        dataset, image_size=dcfg["image_size"], heatmap_size=dcfg["heatmap_size"],
-        sigma=float(target.get("sigma", 2)) if target else 2.0, decoder=decoder,
-        use_gt_bbox=bool(dcfg.get("use_gt_bbox", False)), det_bbox_thr=float(dcfg.get("det_bbox_thr", 0.0)),
-        oks_thr=float(dcfg.get("oks_thr", 0.9)), vis_thr=float(dcfg.get("vis_thr", 0.2)),
-    )
-    if norm:
-        data["mean"], data["std"] = list(norm["mean"]), list(norm["std"])
-    if "dataset_info" in raw:  # newer 0.x configs carry flip pairs as swap names
-        info = raw["dataset_info"]["keypoint_info"]
-        names = {v["name"]: int(k) for k, v in info.items()}
-        pairs = {tuple(sorted((int(k), names[v["swap"]]))) for k, v in info.items() if v.get("swap")}
-        data["flip_pairs"] = [list(p) for p in sorted(pairs)]
-    train = dict(DEFAULT_TRAIN_CFG)
-    opt = raw.get("optimizer", {})
-    lr_cfg = raw.get("lr_config", {})
-    train.update(optimizer=opt.get("type", "Adam"), lr=float(opt.get("lr", 5e-4)),
-                 weight_decay=float(opt.get("weight_decay", 0.0)),
-                 warmup_iters=int(lr_cfg.get("warmup_iters", 500)), warmup_ratio=float(lr_cfg.get("warmup_ratio", 0.001)),
-                 lr_steps=tuple(lr_cfg.get("step", (170, 200))), epochs=int(raw.get("total_epochs", 210)),
-                 batch_size=int(data_section.get("samples_per_gpu", 32)),
-                 grad_clip=(raw.get("optimizer_config") or {}).get("grad_clip"))
-    for step_type, keys in (("TopDownRandomFlip", ("flip_prob",)),
-                            ("TopDownHalfBodyTransform", ("num_joints_half_body", "prob_half_body")),
-                            ("TopDownGetRandomScaleRotation", ("rot_factor", "scale_factor"))):
-        step = _find_pipeline_step(raw.get("train_pipeline", []), step_type)
-        if step:
-            train.update({k: step[k] for k in keys if k in step})
-    return PoseConfig(name=path.stem, model=model, data=data, train=train, source=str(path))
-
-
-def get_config(name_or_path: str | Path | PoseConfig) -> PoseConfig:
-    """Resolve a preset name, an mmpose ``.py`` config path or a project ``.json`` config into a PoseConfig."""
-    from srpose._registry import get_preset, list_models
-
-    if isinstance(name_or_path, PoseConfig):
-        return copy.deepcopy(name_or_path)
-    s = str(name_or_path)
-    if s in list_models():
-        return get_preset(s)
-    p = Path(s)
-    if p.suffix == ".py" or p.suffix == ".json":
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        if p.suffix == ".json":
-            try:
-                return PoseConfig.from_dict(json.loads(p.read_text()))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{p}: not valid JSON ({e})") from None
-        return config_from_mmpose(p)
-    close = difflib.get_close_matches(s, list_models(), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; run `srpose list` to see the presets"
-    raise ValueError(f"unknown model {s!r}: not a preset name nor a .py/.json config file{hint}")
+def bottom_up_test_cfg(nms_kernel: int = 5, **overrides: Any) -> dict[str, Any]:
+    """The official bottom-up ``test_cfg`` (single scale, flip test, adjust and refine)."""
+    cfg = dict(num_joints=17, max_num_people=30, scale_factor=[1], with_heatmaps=[True], with_ae=[True],
+               project2image=True, nms_kernel=nms_kernel, nms_padding=(nms_kernel - 1) // 2, tag_per_joint=True,
+               detection_threshold=0.1, tag_threshold=1, use_detection_val=True, ignore_too_much=False,
+               adjust=True, refine=True, flip_test=True)
+    cfg.update(overrides)
+    return cfg

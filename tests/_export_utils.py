@@ -70,13 +70,22 @@ def identity_center_scale(n: int, heatmap_size: tuple[int, int]) -> tuple[np.nda
             np.tile(np.array([[w / 200, h / 200]], np.float32), (n, 1)))
 
 
+TASKS = ("top-down", "bottom-up")
+#: the bottom-up shape profile of the tests (W x H min, opt, max): small, and non-square at opt
+BU_PROFILE = "64x64,128x64,128x128"
+
+
 _CACHE: dict[tuple, tuple] = {}
 _CACHE_DIR: list = []
 
 
 def cached_export(kind: str, head: str, **kw) -> tuple:
-    """(path, model, cfg) of a tiny model exported with batch profile (1, 2, 4) and options ``kw``, exported once
-    per test session and shared by the export, backend and parity tests."""
+    """(path, model, cfg) of a tiny model exported with ``export_onnx(model, cfg, path, **kw)``, exported once per
+    test session and shared by the export, backend and parity tests.
+
+    ``kind``: ``hrnet`` / ``hrt`` (top-down, :func:`tiny_config`; batch profile (1, 2, 4) unless ``batch`` is given)
+    or ``bottom-up`` (:func:`tiny_bottom_up_config`; the task's batch profile (1, 1, 4) and the shape profile
+    :data:`BU_PROFILE` unless given)."""
     import atexit
     import shutil
     import tempfile
@@ -89,9 +98,15 @@ def cached_export(kind: str, head: str, **kw) -> tuple:
         if not _CACHE_DIR:
             _CACHE_DIR.append(Path(tempfile.mkdtemp(prefix="srpose-test-exports-")))
             atexit.register(shutil.rmtree, _CACHE_DIR[0], True)
-        cfg = tiny_config(kind, head)
+        if kind == "bottom-up":
+            cfg = tiny_bottom_up_config(head)
+            opts = {"shape_profile": BU_PROFILE, **kw}
+        else:
+            cfg = tiny_config(kind, head)
+            opts = {"batch": (1, 2, 4), **kw}
         model = tiny_model(cfg)
-        tag = "".join(f"_{k}" for k, v in sorted(kw.items()) if v)
-        path = export_onnx(model, cfg, _CACHE_DIR[0] / f"{cfg.name}{tag}.onnx", batch=(1, 2, 4), **kw)
+        # flags name the file (m_decode_flip.onnx); other values get their place in the cache, so no two collide
+        tag = "".join(f"_{k}" if v is True else f"_{k}{len(_CACHE)}" for k, v in sorted(kw.items()) if v)
+        path = export_onnx(model, cfg, _CACHE_DIR[0] / f"{cfg.name}{tag}.onnx", **opts)
         _CACHE[key] = (path, model, cfg)
     return _CACHE[key]

@@ -9,6 +9,7 @@ import torch
 
 from srpose import build_model, get_config
 from srpose._mmcfg import ConfigError, read_mmpose_config
+from srpose.tasks import task_for
 
 OFFICIAL_STYLE = textwrap.dedent('''
     log_level = 'INFO'
@@ -68,6 +69,8 @@ def test_official_config_matches_preset(tmp_path) -> None:
     assert cfg.data["flip_pairs"] == preset.data["flip_pairs"]
     assert cfg.train["lr_steps"] == (170, 200) and cfg.train["epochs"] == 210
     assert cfg.test_cfg["shift_heatmap"] is True
+    codec = task_for(cfg).codec  # the task decodes it as the preset: the SRPose codec, flip merge shifted
+    assert codec.to_dict() == task_for(preset).codec.to_dict() and codec.name == "srpose" and codec.shift_heatmap
     a, b = build_model(path, init=False), build_model("res50_srpose_coco_256x192", init=False)
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
 

@@ -1,4 +1,4 @@
-"""COCO / CrowdPose / MPII top-down datasets on the shared samples, collate, and the input errors."""
+"""COCO / CrowdPose / MPII top-down datasets on the shared samples, collate, the input errors; the bottom-up resize."""
 from __future__ import annotations
 
 import json
@@ -184,3 +184,32 @@ def test_mpii_malformed(mpii_sample, tmp_path):
     cfg = make_data_cfg("mpii", image_size=(64, 64), heatmap_size=(16, 16))
     with pytest.raises(ValueError, match="entry 2 is missing the key 'joints_vis'"):
         TopDownMpiiDataset(p, mpii_sample["images"], cfg)
+
+
+# ------------------------------------------------------------------------------------------ bottom-up (whole images)
+
+
+def test_bottom_up_resize_align_keeps_the_aspect_ratio():
+    from srpose.data.bottom_up import resize_align_size
+
+    (w, h), center, scale = resize_align_size(425, 640, 512)  # landscape: height -> 512, width to 64-multiple
+    assert (w, h) == (832, 512)
+    assert center.tolist() == [320, 212]  # round(212.5) is 212, as Python (and mmpose) rounds
+    np.testing.assert_allclose(scale, [832 / 512 * 425 / 200, 425 / 200])
+    (w, h), _, scale = resize_align_size(640, 480, 512)  # portrait
+    assert (w, h) == (512, 704)
+    np.testing.assert_allclose(scale, [480 / 200, 704 / 512 * 480 / 200])
+    with pytest.raises(ValueError, match="positive"):
+        resize_align_size(0, 10, 512)
+
+
+def test_bottom_up_dataset_errors(tmp_path):
+    from srpose import get_config
+    from srpose.data.bottom_up import BottomUpCocoDataset
+
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps(dict(images=[dict(id=1, file_name="x.jpg")], annotations=[])))
+    with pytest.raises(FileNotFoundError, match="x.jpg"):
+        BottomUpCocoDataset(ann, tmp_path, get_config("res50_coco_512x512").data)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        BottomUpCocoDataset(ann, tmp_path, dict(image_size=[500, 500]))

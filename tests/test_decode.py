@@ -1,4 +1,4 @@
-"""Heatmap decoding: exact agreement with the official decoders (srpose/_decode_ref.py), numpy/torch parity,
+"""Heatmap decoding: exact agreement with the official decoders (tests/_decode_ref.py), numpy/torch parity,
 hand-computed shifts, hard cases (borders, ties, cell boundaries, non-positive maps, partial cells), ONNX export."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from srpose import _decode_ref as ref
+import _decode_ref as ref
 from srpose.decode import decode_heatmaps, decode_srpose_torch, gaussian_kernel_1d, heatmap_to_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,19 +280,19 @@ def test_gaussian_kernel_matches_opencv():
 def test_torch_layouts_and_dtypes():
     h = np.random.default_rng(2).random((2, 3, 64, 48), dtype=np.float32)
     center, scale = _boxes(2)
-    want, want_s = decode_heatmaps(h, center, scale)
+    want, want_s = decode_heatmaps(h, center, scale, kind="srpose")
     # non-contiguous inputs (numpy and torch) give the same answer
     hn = np.ascontiguousarray(h.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
-    np.testing.assert_array_equal(decode_heatmaps(hn, center, scale)[0], want)
+    np.testing.assert_array_equal(decode_heatmaps(hn, center, scale, kind="srpose")[0], want)
     ht = torch.from_numpy(np.ascontiguousarray(h.transpose(1, 0, 2, 3))).transpose(0, 1)
-    kt, st = decode_heatmaps(ht, torch.from_numpy(center), torch.from_numpy(scale))
+    kt, st = decode_heatmaps(ht, torch.from_numpy(center), torch.from_numpy(scale), kind="srpose")
     np.testing.assert_array_equal(kt.numpy(), want)
     assert kt.dtype == torch.float32 and st.dtype == torch.float32 and kt.device == ht.device
     out = decode_srpose_torch(torch.from_numpy(h))
     assert out.shape == (2, 3, 3)
     px, _ = ref.srpose_decode(h, center, scale, transform=False)
     np.testing.assert_array_equal(out[..., :2].numpy(), px)
-    kd, _ = decode_heatmaps(torch.from_numpy(h).double(), center, scale)
+    kd, _ = decode_heatmaps(torch.from_numpy(h).double(), center, scale, kind="srpose")
     np.testing.assert_array_equal(kd.numpy(), want)
 
 
@@ -341,11 +341,12 @@ def test_onnx_export_of_srpose_decoder(hw):
 # ------------------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(kind="dark"), ValueError, "kind="),
-    (dict(post_process="megvii"), ValueError, "post_process="),
+    (dict(kind="simple", post_process="megvii"), ValueError, "post_process="),
     (dict(kind="srpose", post_process="unbiased"), ValueError, "kind='simple'"),
     (dict(kind="simple", post_process="unbiased", modulate_kernel=4), ValueError, "odd"),
-    (dict(cell=0), ValueError, "cell="),
-    (dict(cell=128), ValueError, "whole 128 x 128 cell"),
+    (dict(kind="srpose", cell=0), ValueError, "cell="),
+    (dict(kind="srpose", cell=128), ValueError, "whole 128 x 128 cell"),
+    (dict(), TypeError, "kind"),
 ])
 def test_errors(kwargs, err, match):
     h = np.zeros((1, 2, 64, 48), np.float32)
@@ -355,13 +356,13 @@ def test_errors(kwargs, err, match):
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="N x K x H x W"):
-        decode_heatmaps(np.zeros((2, 64, 48), np.float32), np.zeros((2, 2)), np.ones((2, 2)))
+        decode_heatmaps(np.zeros((2, 64, 48), np.float32), np.zeros((2, 2)), np.ones((2, 2)), kind="simple")
     with pytest.raises(ValueError, match="center must be N x 2"):
-        decode_heatmaps(np.zeros((2, 1, 64, 48), np.float32), np.zeros((1, 2)), np.ones((2, 2)))
+        decode_heatmaps(np.zeros((2, 1, 64, 48), np.float32), np.zeros((1, 2)), np.ones((2, 2)), kind="simple")
     with pytest.raises(ValueError, match="scale must be N x 2"):
-        decode_heatmaps(torch.zeros(2, 1, 64, 48), np.zeros((2, 2)), np.ones(2))
+        decode_heatmaps(torch.zeros(2, 1, 64, 48), np.zeros((2, 2)), np.ones(2), kind="simple")
     with pytest.raises(TypeError, match="floating point"):
-        decode_heatmaps(np.zeros((1, 1, 64, 48), np.int64), np.zeros((1, 2)), np.ones((1, 2)))
+        decode_heatmaps(np.zeros((1, 1, 64, 48), np.int64), np.zeros((1, 2)), np.ones((1, 2)), kind="simple")
 
 
 # ------------------------------------------------------------------------------------------------ benchmark script

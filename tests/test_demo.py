@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from srpose.eval.demo import PhaseTimer, demo_targets
+from srpose.eval.demo import demo_targets
+from srpose.eval.parity import ParityReport
+from srpose.eval.report import PhaseTimer, targets_markdown
 from srpose.eval.visualize import draw_keypoints, render_results
 from srpose.cli import main as cli_main
 
@@ -33,18 +35,24 @@ def test_render_results_tiles_images(tmp_path: Path) -> None:
         render_results([], tmp_path / "ann.json", tmp_path, tmp_path / "x.png")
 
 
-def _report(**drops: float) -> dict:
+def _report(form: str = "dict", **drops: float):
     models = [dict(name=f"m.{p}.onnx", precision=p, delta={"AP": -d}) for p, d in drops.items()]
-    return dict(primary_metric="AP", models=models)
+    if form == "dict":  # e.g. a parity.json read back
+        return dict(primary_metric="AP", models=models)
+    return ParityReport(model="m", task="top-down", dataset="coco", unit="person", items=1, images=1, flip=True,
+                        primary_metric="AP", input_size=[64, 96], reference={}, models=models)
 
 
-def test_demo_targets_bounds() -> None:
-    ok = demo_targets(0.71, _report(fp32=0.0, fp16=0.0009, int8=0.0099), seconds=599)
+@pytest.mark.parametrize("form", ["dict", "report"])
+def test_demo_targets_bounds(form: str) -> None:
+    ok = demo_targets(0.71, _report(form, fp32=0.0, fp16=0.0009, int8=0.0099), seconds=599)
     assert [t.met for t in ok] == [True, True, True, True]  # fp32 has no bound: AP, fp16, int8, time
     assert [t.name.split()[0] for t in ok[:3]] == ["trained", "m.fp16.onnx", "m.int8.onnx"]
-    bad = demo_targets(0.69, _report(fp16=0.0011, int8=0.0101), seconds=601)
+    bad = demo_targets(0.69, _report(form, fp16=0.0011, int8=0.0101), seconds=601)
     assert [t.met for t in bad] == [False, False, False, False]
-    assert not demo_targets(None, _report())[0].met and len(demo_targets(0.8, _report())) == 1
+    assert not demo_targets(None, _report(form))[0].met and len(demo_targets(0.8, _report(form))) == 1
+    table = targets_markdown(bad)
+    assert len(table) == 2 + len(bad) and all(line.startswith("|") for line in table)
 
 
 def test_phase_timer_accumulates_named_phases() -> None:

@@ -1,4 +1,5 @@
-"""The evaluation loop end to end on the shared samples with the oracle backend, flip test, errors and the CLI."""
+"""The one evaluation loop (``evaluate(task, backend, dataset, options)``) for both tasks on the shared samples: the
+oracle, the host flip test, results files, torch vs ONNX Runtime, bad inputs refused, the ``srpose eval`` CLI."""
 from __future__ import annotations
 
 import contextlib
@@ -10,23 +11,46 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _export_utils import cached_export, tiny_bottom_up_config, tiny_model
 from torch import nn
 
+from srpose import get_config
+from srpose.codecs import MSRAHeatmap, SRPoseHeatmap
+from srpose.config import PoseConfig, make_data_cfg
+from srpose.engines import open_backend
 from srpose.engines.base import Backend
-from srpose.eval.backends import OracleBackend, TorchBackend
-from srpose.eval.evaluator import evaluate, predict_heatmaps, shift_right
-from srpose.config import make_data_cfg
-from srpose.data import TopDownCocoDataset, TopDownCrowdPoseDataset, TopDownMpiiDataset
+from srpose.eval import EvalOptions, OracleBackend, TorchBackend, evaluate
+from srpose.tasks import task_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEST_CFG = dict(flip_test=True, shift_heatmap=True, post_process="default", modulate_kernel=11)
-SR_CFG = make_data_cfg("coco", image_size=(192, 256), heatmap_size=(192, 256), sigma=8, decoder="srpose")
-SIMPLE_CFG = make_data_cfg("coco", image_size=(192, 256), heatmap_size=(48, 64), sigma=2, decoder="simple")
+TASKS = ("top-down", "bottom-up")
 
 
-def _run(backend, ds, cfg, **kw):
-    kw.setdefault("workers", 0)
-    kw.setdefault("progress", False)
-    return evaluate(backend, ds, cfg, kw.pop("test_cfg", TEST_CFG), **kw)
+def _td_cfg(dataset: str = "coco", image_size=(192, 256), heatmap_size=(48, 64), sigma: float = 2,
+            decoder: str = "simple", test: dict | None = None, **data) -> PoseConfig:
+    """A top-down config of the given data settings (the oracle needs no model weights)."""
+    model = dict(type="TopDownHigher" if decoder == "srpose" else "TopDown", test_cfg=dict(TEST_CFG, **(test or {})))
+    return PoseConfig(name=f"oracle_{dataset}_{decoder}", model=model,
+                      data=make_data_cfg(dataset, image_size=image_size, heatmap_size=heatmap_size, sigma=sigma,
+                                         decoder=decoder, **data))
+
+
+SR = _td_cfg(image_size=(192, 256), heatmap_size=(192, 256), sigma=8, decoder="srpose")
+SIMPLE = _td_cfg()
+
+
+def _bu_cfg(name: str = "res50_sr_coco_512x512", size: int = 256) -> PoseConfig:
+    return get_config(name).with_input_size(size, size)
+
+
+def _opts(**kw) -> EvalOptions:
+    return EvalOptions(**{"workers": 0, "progress": False, **kw})
+
+
+def _run(task, backend, ds, **kw):
+    return evaluate(task, backend, ds, _opts(**kw))
 
 
 def _pixel_errors(res, ds) -> np.ndarray:
@@ -35,34 +59,64 @@ def _pixel_errors(res, ds) -> np.ndarray:
     return np.linalg.norm(res.keypoints[..., :2] - gt[..., :2], axis=-1)[vis]
 
 
-@pytest.fixture(scope="module")
-def coco_gt():
-    d = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco"
-    if not d.is_dir():
-        pytest.skip(f"{d} is absent (the shared sample data lives beside the repo as ../shared)")
-    return dict(sr=TopDownCocoDataset(d / "test_coco.json", d, SR_CFG),
-                simple=TopDownCocoDataset(d / "test_coco.json", d, SIMPLE_CFG), dir=d)
+def _gt(cfg: PoseConfig, coco: dict):
+    task = task_for(cfg)
+    return task, task.gt_dataset(coco["ann"], coco["images"])
 
 
-def test_oracle_ap_srpose_full_resolution(coco_gt):
-    ds = coco_gt["sr"]
-    res = _run(OracleBackend(SR_CFG), ds, SR_CFG)  # flip test with the heatmap shift, as the SRPose config
-    assert res.metrics["AP"] >= 0.99 and res.flip and res.num_persons == len(ds) == 12 and res.num_images == 4
-    assert res.images_per_s > 0 and res.backend_ms_per_person > 0
-    plain = _run(OracleBackend(SR_CFG), ds, SR_CFG, flip=False)
-    no_shift = _run(OracleBackend(SR_CFG), ds, SR_CFG, test_cfg=dict(TEST_CFG, shift_heatmap=False))
+# ------------------------------------------------------------------------------------------ the oracle
+
+
+@pytest.mark.parametrize("kind", TASKS)
+def test_oracle_scores_ap_one_on_the_coco_sample(kind: str, coco_sample: dict) -> None:
+    """Top-down: GT boxes, flip test with the heatmap shift (as the SRPose config); bottom-up: whole images (short
+    side 256), the SR head's full-resolution maps, no flip."""
+    task, ds = _gt(SR if kind == "top-down" else _bu_cfg(), coco_sample)
+    flip = kind == "top-down"
+    res = _run(task, OracleBackend(task), ds, flip=flip)
+    assert res.task == kind and res.decoder == task.codec.name and res.flip is flip
+    assert res.num_persons == 12 and res.num_images == 4  # the 2 annotations without keypoints are not scored
+    assert res.images_per_s > 0 and res.backend_ms_per_person > 0 and res.metrics["AP"] == pytest.approx(1.0)
+    if kind == "top-down":
+        assert len(ds) == 12  # person crops
+    else:
+        assert len(ds) == 4 and ds[0]["img"].shape[1] == 256  # whole images, shorter side 256
+
+
+def test_oracle_top_down_flip_and_shift(coco_sample: dict) -> None:
+    task, ds = _gt(SR, coco_sample)
+    plain = _run(task, OracleBackend(task), ds, flip=False)
+    no_shift = task_for(_td_cfg(image_size=(192, 256), heatmap_size=(192, 256), sigma=8, decoder="srpose",
+                                test=dict(shift_heatmap=False)))
+    res = _run(no_shift, OracleBackend(no_shift), ds, flip=True)
     # at stride 1 the flipped oracle is exact: flip test without shift changes nothing
-    np.testing.assert_array_equal(no_shift.keypoints, plain.keypoints)
+    assert res.flip
+    np.testing.assert_array_equal(res.keypoints, plain.keypoints)
     assert _pixel_errors(plain, ds).mean() < 0.6
 
 
-def test_oracle_simple_decoder_is_coarser(coco_gt):
-    sr = _run(OracleBackend(SR_CFG), coco_gt["sr"], SR_CFG, flip=False)
-    simple = _run(OracleBackend(SIMPLE_CFG), coco_gt["simple"], SIMPLE_CFG, flip=False, post=False)
-    assert simple.post_process is None and simple.decoder == "simple"
+def test_oracle_simple_decoder_is_coarser(coco_sample: dict) -> None:
+    sr_task, sr_ds = _gt(SR, coco_sample)
+    task, ds = _gt(SIMPLE, coco_sample)
+    sr = _run(sr_task, OracleBackend(sr_task), sr_ds, flip=False)
+    simple = _run(task, OracleBackend(task), ds, flip=False, post=False)
+    assert simple.post_process is None and simple.decoder == "simple" and sr.post_process == "default"
     # AP saturates on these large persons; the localisation error shows the 4x coarser heatmap
     assert simple.metrics["AP"] <= sr.metrics["AP"]
-    assert _pixel_errors(simple, coco_gt["simple"]).mean() > 3 * _pixel_errors(sr, coco_gt["sr"]).mean()
+    assert _pixel_errors(simple, ds).mean() > 3 * _pixel_errors(sr, sr_ds).mean()
+
+
+def test_oracle_bottom_up_flip_and_the_simple_head(coco_sample: dict) -> None:
+    """With the flip test a mirrored render lands on the next pixel when x is fractional, so the merged peak is a
+    2-pixel plateau; the 1/4-resolution simple head loses AP to quantisation."""
+    aps = {}
+    for name in ("res50_sr_coco_512x512", "res50_coco_512x512"):
+        task, ds = _gt(_bu_cfg(name), coco_sample)
+        res = _run(task, OracleBackend(task), ds, flip=True)
+        assert res.flip and res.num_persons == 12 and res.post_process == "adjust+refine"
+        aps[name] = res.metrics["AP"]
+    assert aps["res50_sr_coco_512x512"] >= 0.95
+    assert 0.85 <= aps["res50_coco_512x512"] < aps["res50_sr_coco_512x512"]
 
 
 class _NoisyOracle(OracleBackend):
@@ -77,22 +131,49 @@ class _NoisyOracle(OracleBackend):
         return super().infer(images, m)
 
 
-def test_metric_equals_pycocotools_on_results_file(coco_gt, tmp_path):
+def test_metric_equals_pycocotools_on_results_file(coco_sample: dict, tmp_path: Path) -> None:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     out = tmp_path / "results.json"
-    res = _run(_NoisyOracle(SIMPLE_CFG), coco_gt["simple"], SIMPLE_CFG, flip=False, batch_size=5, results_file=out)
+    task, ds = _gt(SIMPLE, coco_sample)
+    res = _run(task, _NoisyOracle(task), ds, flip=False, batch_size=5, results_file=out)
     assert 0.2 < res.metrics["AP"] < 0.99 and res.results_file == str(out)
     results = json.loads(out.read_text())
     assert all(r["category_id"] == 1 and len(r["keypoints"]) == 51 for r in results)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(coco_gt["dir"] / "test_coco.json"))
+        gt = COCO(str(coco_sample["ann"]))
         ev = COCOeval(gt, gt.loadRes(str(out)), "keypoints")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     np.testing.assert_allclose(list(res.metrics.values()), ev.stats, atol=1e-12)
+
+
+def test_crowdpose_oracle(crowdpose_sample: dict) -> None:
+    task = task_for(_td_cfg("crowdpose"))
+    ds = task.dataset(crowdpose_sample["ann"], crowdpose_sample["images"], gt_bbox=True)
+    res = _run(task, OracleBackend(task), ds, workers=2, batch_size=2)  # also runs the DataLoader workers
+    m = res.metrics
+    assert m["AP"] >= 0.99 and m["AP_M"] == m["AP"] and m["AP_E"] == m["AP_H"] == -1.0  # both images medium
+
+
+def test_mpii_oracle(mpii_sample: dict) -> None:
+    task = task_for(_td_cfg("mpii", image_size=(256, 256), heatmap_size=(64, 64)))
+    ds = task.dataset(mpii_sample["ann"], mpii_sample["images"])
+    res = _run(task, OracleBackend(task), ds)
+    assert res.metrics["Mean"] >= 0.99 and res.metrics["Head"] >= 0.99 and len(res.per_joint) == 16
+    assert set(res.metrics) == {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1"}
+
+
+def test_oracle_needs_gt_boxes(coco_sample: dict) -> None:
+    task = task_for(SIMPLE)
+    ds = task.dataset(coco_sample["ann"], coco_sample["images"], det=str(coco_sample["det"]))
+    with pytest.raises(ValueError, match="needs ground-truth joints.*--gt-bbox"):
+        _run(task, OracleBackend(task), ds)
+
+
+# ------------------------------------------------------------------------------------------ the host flip test
 
 
 class _MaskModel(nn.Module):
@@ -114,143 +195,205 @@ class _MaskModel(nn.Module):
         return F.avg_pool2d(x.mean(1, keepdim=True), 4) * self.masks
 
 
-def test_flip_test_on_symmetric_input():
-    pairs = SIMPLE_CFG["flip_pairs"]
+def test_host_flip_test_on_symmetric_input() -> None:
+    """``task.infer`` mirrors the batch and merges with the codec's ``flip_merge`` (channel swap, one-pixel shift)."""
+    pairs = SIMPLE.data["flip_pairs"]
     backend = TorchBackend(_MaskModel(17, pairs, 16, 12))
     x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(1)).numpy()
-    x = np.ascontiguousarray(x + x[..., ::-1])  # mirror-symmetric crops
-    plain, _ = predict_heatmaps(backend, x, {}, flip=False, flip_pairs=pairs, shift_heatmap=False)
-    flipped, _ = predict_heatmaps(backend, x, {}, flip=True, flip_pairs=pairs, shift_heatmap=False)
-    np.testing.assert_allclose(flipped, plain, rtol=1e-6, atol=1e-7)
-    shifted, _ = predict_heatmaps(backend, x, {}, flip=True, flip_pairs=pairs, shift_heatmap=True)
-    np.testing.assert_allclose(shifted, 0.5 * (plain + shift_right(plain)), rtol=1e-6, atol=1e-7)
+    batch = dict(img=np.ascontiguousarray(x + x[..., ::-1]))  # mirror-symmetric crops
+
+    def heatmaps(flip: bool, shift: bool = False, **data) -> np.ndarray:
+        task = task_for(_td_cfg(image_size=(48, 64), heatmap_size=(12, 16), test=dict(shift_heatmap=shift), **data))
+        out, secs = task.infer(backend, batch, flip=flip)
+        assert list(out) == ["heatmaps"] and secs > 0
+        return out["heatmaps"]
+
+    plain = heatmaps(False)
+    np.testing.assert_allclose(heatmaps(True), plain, rtol=1e-6, atol=1e-7)
+    shifted = plain.copy()
+    shifted[..., 1:] = plain[..., :-1]
+    np.testing.assert_allclose(heatmaps(True, shift=True), 0.5 * (plain + shifted), rtol=1e-6, atol=1e-7)
     # without the left/right channel swap the flipped pass disagrees: the swap is what makes the two match
-    unswapped, _ = predict_heatmaps(backend, x, {}, flip=True, flip_pairs=[], shift_heatmap=False)
-    assert not np.allclose(unswapped, plain, rtol=1e-3)
+    assert not np.allclose(heatmaps(True, flip_pairs=[]), plain, rtol=1e-3)
 
 
-def test_shift_right_keeps_first_column():
+def test_flip_merge_shift_keeps_the_first_column() -> None:
+    codec = MSRAHeatmap(num_joints=1, input_size=(24, 8), heatmap_size=(6, 2), shift_heatmap=True)
     h = np.arange(12, dtype=np.float32).reshape(1, 1, 2, 6)
-    out = shift_right(h)
-    np.testing.assert_array_equal(out[0, 0, 0], [0, 0, 1, 2, 3, 4])
-    np.testing.assert_array_equal(h[0, 0, 0], [0, 1, 2, 3, 4, 5])
-
-
-def test_crowdpose_oracle(crowdpose_sample):
-    cfg = make_data_cfg("crowdpose", image_size=(192, 256), heatmap_size=(48, 64), sigma=2, decoder="simple")
-    ds = TopDownCrowdPoseDataset(crowdpose_sample["ann"], crowdpose_sample["images"], cfg)
-    res = _run(OracleBackend(cfg), ds, cfg, workers=2, batch_size=2)  # also runs the DataLoader workers
-    m = res.metrics
-    assert m["AP"] >= 0.99 and m["AP_M"] == m["AP"] and m["AP_E"] == m["AP_H"] == -1.0  # both images medium
-
-
-def test_mpii_oracle(mpii_sample):
-    cfg = make_data_cfg("mpii", image_size=(256, 256), heatmap_size=(64, 64), sigma=2, decoder="simple")
-    ds = TopDownMpiiDataset(mpii_sample["ann"], mpii_sample["images"], cfg)
-    res = _run(OracleBackend(cfg), ds, cfg)
-    assert res.metrics["Mean"] >= 0.99 and res.metrics["Head"] >= 0.99 and len(res.per_joint) == 16
-    assert set(res.metrics) == {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1"}
+    back = np.ascontiguousarray(h[..., ::-1])  # the mirrored pass of a perfect model
+    out = codec.flip_merge(np.zeros_like(h), back)
+    np.testing.assert_array_equal(2 * out[0, 0, 0], [0, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(h[0, 0, 0], [0, 1, 2, 3, 4, 5])  # inputs untouched
+    graph = codec.flip_merge_module()(torch.from_numpy(np.concatenate([np.zeros_like(h), back])))
+    np.testing.assert_array_equal(graph.numpy(), out)  # the exported merge is the same
 
 
 class _KeypointBackend(Backend):
     """Decodes in the 'graph' (N x K x 3 heatmap pixels), as an exported model with an in-graph decoder."""
 
     name = "kp"
-    output_kind = "keypoints"
     needs_meta = True
 
-    def __init__(self, cfg, flip_in_graph=False):
+    def __init__(self, task, flip_in_graph=False):
         super().__init__()
-        self.oracle = OracleBackend(cfg)
-        self.flip_in_graph = flip_in_graph
+        self.oracle, self.codec, self.calls = OracleBackend(task), task.codec, 0
+        self.card = task.make_card(decode=True, flip=flip_in_graph, batch=(1, 8, 32))
 
     def infer(self, images, meta=None):
-        from srpose.decode import decode_srpose_torch
+        self.calls += 1
+        return {"keypoints": self.codec.decode(self.oracle.infer(images, meta)["heatmaps"])}
 
-        return decode_srpose_torch(torch.from_numpy(self.oracle.infer(images, meta))).numpy()
 
-
-def test_keypoint_backends(coco_gt):
-    ds, cfg = coco_gt["simple"], dict(SIMPLE_CFG, decoder="srpose")
-    ref = _run(OracleBackend(cfg), ds, cfg, flip=False)
-    res = _run(_KeypointBackend(cfg), ds, cfg, flip=False)
+def test_keypoint_backends(coco_sample: dict) -> None:
+    task, ds = _gt(_td_cfg(decoder="srpose"), coco_sample)
+    assert isinstance(task.codec, SRPoseHeatmap)
+    ref = _run(task, OracleBackend(task), ds, flip=False)
+    res = _run(task, _KeypointBackend(task), ds, flip=False)
     np.testing.assert_allclose(res.keypoints, ref.keypoints, atol=1e-3)
     with pytest.raises(ValueError, match="cannot flip-test"):
-        _run(_KeypointBackend(cfg), ds, cfg, flip=True)
-    res = _run(_KeypointBackend(cfg, flip_in_graph=True), ds, cfg, flip=True)
-    assert not res.flip
+        _run(task, _KeypointBackend(task), ds, flip=True)
+    backend = _KeypointBackend(task, flip_in_graph=True)
+    res = _run(task, backend, ds, flip=True, batch_size=32)
+    assert res.flip and backend.calls == 1  # the graph flips: the host never runs the mirrored pass
+
+
+# ------------------------------------------------------------------------------------------ backends and bad inputs
+
+
+def _bu_export(tmp: Path) -> tuple:
+    from srpose.export.onnx_export import export_onnx
+
+    cfg = tiny_bottom_up_config()
+    model = tiny_model(cfg)
+    return export_onnx(model, cfg, tmp / f"{cfg.name}.onnx"), model, cfg
+
+
+@pytest.mark.parametrize("kind", TASKS)
+def test_torch_and_onnxruntime_give_the_same_people(kind: str, coco_sample: dict, tmp_path: Path) -> None:
+    path, model, cfg = cached_export("hrnet", "srpose") if kind == "top-down" else _bu_export(tmp_path)
+    task, ds = _gt(cfg, coco_sample)
+    ref = _run(task, TorchBackend(model), ds, flip=True, batch_size=8)
+    with open_backend(path) as ort:
+        res = _run(task, ort, ds, flip=True, batch_size=8)
+    assert res.task == ref.task == kind and res.flip and res.num_persons == ref.num_persons > 0
+    np.testing.assert_allclose(res.keypoints, ref.keypoints, atol=1e-3)
+    assert res.metrics == pytest.approx(ref.metrics, abs=1e-9)
 
 
 class _Const(Backend):
+    """Returns ``{name: value}`` arrays of ``shape(n, h, w)`` (or a bare array with ``bare``)."""
+
     name = "const"
 
-    def __init__(self, shape, value=0.5):
+    def __init__(self, shape, value=0.5, names=("heatmaps",), bare=False):
         super().__init__()
-        self.shape, self.value = shape, value
+        self.shape, self.value, self.names, self.bare = shape, value, names, bare
 
     def infer(self, images, meta=None):
-        return np.full((len(images),) + self.shape, self.value, np.float32)
+        n, _, h, w = images.shape
+        a = np.full(self.shape(n, h, w), self.value, np.float32)
+        return a if self.bare else {k: a for k in self.names}
 
 
-def test_evaluator_errors(coco_gt):
-    ds = coco_gt["simple"]
-    with pytest.raises(ValueError, match=r"expected 5 x 17 x H x W"):
-        _run(_Const((16, 64, 48)), ds, SIMPLE_CFG, flip=False, batch_size=5)
-    with pytest.raises(ValueError, match="96x128 heatmaps but the config says heatmap_size 48x64"):
-        _run(_Const((17, 128, 96)), ds, SIMPLE_CFG, flip=False)
-    with pytest.raises(ValueError, match="non-finite keypoints for 12 of 12"):
-        _run(_Const((17, 64, 48), np.nan), ds, SIMPLE_CFG, flip=False)
+BAD = {
+    "top-down": [
+        (_Const(lambda n, h, w: (n, 16, 64, 48)), ValueError, r"expected 5 x 17 x H x W"),
+        (_Const(lambda n, h, w: (n, 17, 128, 96)), ValueError,
+         "96x128 heatmaps but the config says heatmap_size 48x64"),
+        (_Const(lambda n, h, w: (n, 17, 64, 48), np.nan), ValueError, "non-finite keypoints for 12 of 12"),
+        (_Const(lambda n, h, w: (n, 17, 64, 48), names=("a", "b")), ValueError, "a top-down graph has one"),
+        (_Const(lambda n, h, w: (n, 17, 64, 48), bare=True), TypeError, "backends return a dict"),
+    ],
+    "bottom-up": [
+        (_Const(lambda n, h, w: (n, 20, h // 4, w // 4), names=("outputs",)), ValueError, r"returns 1 x \(K \+ L\)"),
+        (_Const(lambda n, h, w: (n, 34, h // 4, w // 3)), ValueError, "not an integer downscale"),
+        (_Const(lambda n, h, w: (n, 34, h // 4, w // 4), np.inf), ValueError, "non-finite outputs"),
+        (_Const(lambda n, h, w: (n, 34, h, w), names=("a", "b")), ValueError, "a raw bottom-up graph has one"),
+        (_Const(lambda n, h, w: (n, 34, h, w), bare=True), TypeError, "backends return a dict"),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", TASKS)
+def test_bad_outputs_are_refused(kind: str, coco_sample: dict) -> None:
+    task, ds = _gt(SIMPLE if kind == "top-down" else _bu_cfg("res50_coco_512x512"), coco_sample)
+    for backend, error, match in BAD[kind]:
+        with pytest.raises(error, match=match):
+            _run(task, backend, ds, flip=False, batch_size=5)
+
+
+def test_bad_options_are_refused(coco_sample: dict) -> None:
+    for kw, match in ((dict(batch_size=0), "batch_size must be >= 1"), (dict(workers=-1), "workers must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            EvalOptions(**kw).check()
+        with pytest.raises(ValueError, match=match):  # before any work: the dataset is never read
+            evaluate(task_for(SIMPLE), OracleBackend(task_for(SIMPLE)), None, EvalOptions(**kw))
+    EvalOptions().check()
     with pytest.raises(ValueError, match="precision .fp16. needs a CUDA device"):
         TorchBackend(nn.Identity(), fp16=True)
-
-
-def test_oracle_needs_gt_boxes(coco_sample):
-    ds = TopDownCocoDataset(coco_sample["ann"], coco_sample["images"], SIMPLE_CFG, det_file=coco_sample["det"])
-    with pytest.raises(ValueError, match="needs ground-truth joints.*--gt-bbox"):
-        _run(OracleBackend(SIMPLE_CFG), ds, SIMPLE_CFG)
+    with pytest.raises(ValueError, match="no person boxes"):
+        task_for(_bu_cfg()).dataset(coco_sample["ann"], coco_sample["images"], gt_bbox=True)
 
 
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _coco_json_config(tmp_path):
-    from srpose import get_config, list_models
-
-    names = [n for n in list_models() if "srpose" in n and "coco" in n]
-    if not names:
-        pytest.skip("no SRPose COCO preset registered")
-    cfg = get_config(names[0]).to_dict()
-    cfg["data"].update(make_data_cfg("coco", image_size=(96, 128), heatmap_size=(24, 32), sigma=1, decoder="simple"))
+def _cli_config(kind: str, tmp_path: Path) -> Path:
+    if kind == "top-down":
+        cfg = get_config("res50_srpose_coco_256x192").to_dict()
+        cfg["data"].update(make_data_cfg("coco", image_size=(96, 128), heatmap_size=(24, 32), sigma=1,
+                                         decoder="simple"))
+    else:
+        cfg = get_config("hrnet_w32_sr_coco_512x512").with_input_size(128, 128).to_dict()
     p = tmp_path / "cfg.json"
     p.write_text(json.dumps(cfg))
     return p
 
 
-def test_cli_eval_oracle(coco_sample, tmp_path, capsys):
+@pytest.mark.parametrize("kind", TASKS)
+def test_cli_eval_oracle(kind: str, coco_sample: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from srpose.eval.metrics import coco_keypoint_eval
+
     from srpose.cli import main
 
-    cfg = _coco_json_config(tmp_path)
+    cfg = _cli_config(kind, tmp_path)
     out, res = tmp_path / "m.json", tmp_path / "r.json"
-    rc = main(["eval", str(cfg), "--backend", "oracle", "--ann", str(coco_sample["ann"]), "--images",
-               str(coco_sample["images"]), "--gt-bbox", "--workers", "0", "--quiet", "--no-flip",
-               "--json", str(out), "--results", str(res)])
+    argv = ["eval", str(cfg), "--backend", "oracle", "--ann", str(coco_sample["ann"]), "--images",
+            str(coco_sample["images"]), "--workers", "0", "--quiet", "--no-flip", "--json", str(out), "--results",
+            str(res)]
+    rc = main(argv + (["--gt-bbox"] if kind == "top-down" else []))
     text = capsys.readouterr().out
-    assert rc == 0 and "AP50" in text and "12 persons in 4 images" in text
+    unit = "persons" if kind == "top-down" else "images"
+    assert rc == 0 and "AP50" in text and "12 people in 4 images" in text and f"coco {kind}" in text
+    assert "flip off" in text and f"{unit}/s end to end" in text
     summary = json.loads(out.read_text())
-    direct = __import__("srpose.eval.metrics", fromlist=["x"]).coco_keypoint_eval(coco_sample["ann"], res)
-    assert summary["metrics"] == direct and summary["backend"] == "oracle" and summary["flip"] is False
-    assert summary["metrics"]["AP"] >= 0.9 and summary["images_per_s"] > 0
+    assert summary["metrics"] == coco_keypoint_eval(coco_sample["ann"], res) and summary["backend"] == "oracle"
+    assert summary["protocol"] == summary["task"] == kind and summary["flip"] is False
+    assert summary["metrics"]["AP"] >= 0.9 and summary["images_per_s"] > 0 and summary["num_persons"] == 12
+    results = json.loads(res.read_text())
+    assert len(results) == 12 and len(results[0]["keypoints"]) == 51
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporaries
 
 
-def test_cli_eval_errors(coco_sample, tmp_path, capsys):
+@pytest.mark.parametrize("kind", TASKS)
+def test_cli_eval_errors(kind: str, coco_sample: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from srpose.cli import main
 
-    cfg = _coco_json_config(tmp_path)
-    base = ["eval", str(cfg), "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--quiet"]
-    assert main(base + ["--backend", "oracle"]) == 2
-    assert "pass --det DET.json or --gt-bbox" in capsys.readouterr().err
-    assert main(base + ["--backend", "nope", "--gt-bbox"]) == 2
-    assert "unknown backend 'nope'" in capsys.readouterr().err
-    assert main(base + ["--backend", "oracle", "--det", str(coco_sample["det"])]) == 2
-    assert "needs ground-truth joints" in capsys.readouterr().err
+    cfg = _cli_config(kind, tmp_path)
+    base = ["eval", str(cfg), "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--quiet",
+            "--workers", "0"]
+    with pytest.raises(SystemExit):
+        main(base + ["--backend", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    if kind == "top-down":
+        assert main(base + ["--backend", "oracle"]) == 2
+        assert "pass --det DET.json or --gt-bbox" in capsys.readouterr().err
+        assert main(base + ["--backend", "oracle", "--det", str(coco_sample["det"])]) == 2
+        assert "needs ground-truth joints" in capsys.readouterr().err
+        assert main(base + ["--backend", "oracle", "--gt-bbox", "--bottom-up"]) == 2
+        assert "is a top-down model" in capsys.readouterr().err
+    else:
+        assert main(base + ["--backend", "oracle", "--det", str(coco_sample["det"])]) == 2
+        assert "no person boxes" in capsys.readouterr().err
+        assert main(base + ["--backend", "oracle", "--dataset", "crowdpose"]) == 2
+        assert "COCO protocol only" in capsys.readouterr().err

@@ -11,8 +11,6 @@ import srpose
 from srpose.train import (LOW_RES_STAGE_WEIGHT, JointsMSELoss, ShardedEval, lr_at, multi_stage_loss, spawn_train,
                           stage_weights_for, train)
 
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -197,41 +195,51 @@ def test_two_process_gloo_ranks_agree(data: dict[str, Path], tmp_path: Path) -> 
 # --------------------------------------------------------------------------------------------- command layer
 
 
-def test_train_and_generate_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_and_generate_commands(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
-    from srpose.data.synthetic import add_generate_arguments, run_generate
-    from srpose.train.commands import add_train_arguments, run_train
+    import srpose.eval.train_hooks
+    from srpose.cli import generate as gen_cli
+    from srpose.cli import train as train_cli
 
     gp = argparse.ArgumentParser()
-    add_generate_arguments(gp)
-    assert run_generate(gp.parse_args(["--out", str(tmp_path / "d"), "--num-images", "3", "--seed", "2",
-                                       "--image-size", "128x96"])) == 0
+    gen_cli.add_arguments(gp)
+    assert gen_cli.run(gp.parse_args(["--out", str(tmp_path / "d"), "--num-images", "3", "--seed", "2",
+                                      "--image-size", "128x96"])) == 0
     tp = argparse.ArgumentParser()
-    add_train_arguments(tp)
+    train_cli.add_arguments(tp)
     cfg_file = tmp_path / "tiny.json"
     cfg_file.write_text(json.dumps(_cfg("res50_coco_256x192").to_dict()))
     argv = [str(cfg_file), "--train-ann", str(tmp_path / "d" / "annotations.json"),
             "--train-images", str(tmp_path / "d" / "images"), "--work-dir", str(tmp_path / "w"),
             "--input-size", "64x64", "--batch", "2", "--max-iters", "1", "--workers", "0", "--quiet"]
-    assert run_train(tp.parse_args(argv)) == 0
+    assert train_cli.run(tp.parse_args(argv)) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n"):])
     assert summary["iters"] == 1 and summary["latest"]
     assert (tmp_path / "w" / "latest.pth").is_file()
+    # with --val-ann/--val-images the command builds the eval layer's hook itself
     seen = []
-    args = tp.parse_args(argv + ["--val-ann", "a.json", "--val-images", "imgs", "--work-dir", str(tmp_path / "v")])
 
-    def factory(cfg: srpose.PoseConfig, a: argparse.Namespace):
+    def hook(cfg: srpose.PoseConfig, a: argparse.Namespace):
         seen.append((cfg.image_size, a.val_ann))
         return lambda model: {"AP": 0.5}
 
-    assert run_train(args, eval_fn_factory=factory) == 0
+    monkeypatch.setattr(srpose.eval.train_hooks, "eval_fn_from_args", hook)
+    args = tp.parse_args(argv + ["--val-ann", "a.json", "--val-images", "imgs", "--work-dir", str(tmp_path / "v")])
+    assert train_cli.run(args) == 0
     assert seen == [((64, 64), "a.json")]
-    with pytest.raises(ValueError, match="eval layer"):
-        run_train(args)
+    with pytest.raises(ValueError, match="give both --val-ann and --val-images"):
+        train_cli.run(tp.parse_args(argv + ["--val-ann", "a.json"]))
+    with pytest.raises(ValueError, match="--eval-every 1 needs --val-ann and --val-images"):
+        train_cli.run(tp.parse_args(argv + ["--eval-every", "1"]))
     with pytest.raises(SystemExit):
         tp.parse_args(argv + ["--input-size", "65x64"])
+    # the console command reaches the same code
+    assert srpose.cli.main(["generate", "--out", str(tmp_path / "e"), "--num-images", "1", "--image-size",
+                            "64x64"]) == 0
+    assert (tmp_path / "e" / "annotations.json").is_file()
 
 
 def test_epoch_line_reports_loss_speed_and_best_metric() -> None:

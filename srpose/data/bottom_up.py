@@ -1,57 +1,21 @@
 """Bottom-up data: the aspect-preserving test resize of mmpose 0.x (``BottomUpGetImgSize`` + ``BottomUpResizeAlign``),
-the COCO image dataset of the bottom-up protocol (every image, no person boxes) and ground-truth rendering of
-heatmaps and tag maps (``HeatmapGenerator``) for the oracle.
+and the COCO image dataset of the bottom-up protocol (every image, no person boxes); the ground-truth maps are the
+associative-embedding codec's (``srpose.codecs``).
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
+from .resize import resize_align, resize_align_size  # noqa: F401  (torch-free; re-exported here)
 from .transforms import affine_transform, get_affine_transform, normalize_image, read_rgb
 
-__all__ = ["resize_align_size", "resize_align", "BottomUpCocoDataset", "render_heatmaps", "render_tag_maps",
-           "mirror_joints", "joints_to_input"]
-
-
-def _ceil_to(x: float, base: int = 64) -> int:
-    return int(math.ceil(x / base)) * base
-
-
-def resize_align_size(height: int, width: int, input_size: int, current_scale: float = 1.0,
-                      min_scale: float = 1.0) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
-    """((w_resized, h_resized), center, scale) of mmpose's bottom-up test resize: the shorter side becomes
-    ``input_size`` x scale, the longer one the aspect-kept length rounded up to a multiple of 64; ``scale`` is in
-    units of 200 px and covers the padded area."""
-    if height <= 0 or width <= 0 or input_size <= 0:
-        raise ValueError(f"image {width}x{height} and input size {input_size} must be positive")
-    min_input = _ceil_to(min_scale * input_size, 64)
-    if width < height:
-        w_resized = int(min_input * current_scale / min_scale)
-        h_resized = int(_ceil_to(min_input / width * height, 64) * current_scale / min_scale)
-        scale_w = width / 200.0
-        scale_h = h_resized / w_resized * width / 200.0
-    else:
-        h_resized = int(min_input * current_scale / min_scale)
-        w_resized = int(_ceil_to(min_input / height * width, 64) * current_scale / min_scale)
-        scale_h = height / 200.0
-        scale_w = w_resized / h_resized * height / 200.0
-    center = np.array([round(width / 2.0), round(height / 2.0)], dtype=np.float64)
-    return (w_resized, h_resized), center, np.array([scale_w, scale_h], dtype=np.float64)
-
-
-def resize_align(image: np.ndarray, input_size: int, current_scale: float = 1.0,
-                 min_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(resized image, center, scale): ``image`` warped to the size of :func:`resize_align_size` (bilinear)."""
-    size, center, scale = resize_align_size(image.shape[0], image.shape[1], input_size, current_scale, min_scale)
-    trans = get_affine_transform(center, scale, 0, size)
-    return cv2.warpAffine(image, trans, size, flags=cv2.INTER_LINEAR), center, scale
+__all__ = ["resize_align_size", "resize_align", "BottomUpCocoDataset", "mirror_joints", "joints_to_input"]
 
 
 def joints_to_input(joints: np.ndarray, center: Sequence[float], scale: Sequence[float],
@@ -69,58 +33,6 @@ def mirror_joints(joints: np.ndarray, width: int, flip_index: Sequence[int]) -> 
     right swapped)."""
     out = np.asarray(joints, dtype=np.float32)[:, list(flip_index)].copy()
     out[..., 0] = width - 1 - out[..., 0]
-    return out
-
-
-def _gaussian(sigma: float) -> np.ndarray:
-    size = int(6 * sigma + 3)
-    x = np.arange(0, size, 1, np.float32)
-    y = x[:, None]
-    x0 = y0 = 3 * sigma + 1
-    return np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
-
-
-def _paste_windows(joints: np.ndarray, size: Sequence[int], sigma: float):  # noqa: ANN202 - generator
-    w, h = int(size[0]), int(size[1])
-    g = _gaussian(sigma)
-    for p, person in enumerate(joints):
-        for k, pt in enumerate(person):
-            if pt[2] <= 0:
-                continue
-            x, y = int(pt[0]), int(pt[1])
-            if x < 0 or y < 0 or x >= w or y >= h:
-                continue
-            ul = int(np.round(x - 3 * sigma - 1)), int(np.round(y - 3 * sigma - 1))
-            br = int(np.round(x + 3 * sigma + 2)), int(np.round(y + 3 * sigma + 2))
-            c, d = max(0, -ul[0]), min(br[0], w) - ul[0]
-            a, b = max(0, -ul[1]), min(br[1], h) - ul[1]
-            cc, dd = max(0, ul[0]), min(br[0], w)
-            aa, bb = max(0, ul[1]), min(br[1], h)
-            yield p, k, (slice(aa, bb), slice(cc, dd)), g[a:b, c:d]
-
-
-def render_heatmaps(joints: np.ndarray, size: Sequence[int], sigma: float) -> np.ndarray:
-    """K x h x w Gaussian heatmaps of P x K x 3 joints given in heatmap pixels (mmpose ``HeatmapGenerator``, for
-    rectangular maps); ``size`` = (w, h)."""
-    joints = np.asarray(joints, dtype=np.float32).reshape(-1, np.shape(joints)[-2], 3)
-    hms = np.zeros((joints.shape[1], int(size[1]), int(size[0])), dtype=np.float32)
-    for _, k, win, g in _paste_windows(joints, size, sigma):
-        hms[k][win] = np.maximum(hms[k][win], g)
-    return hms
-
-
-def render_tag_maps(joints: np.ndarray, size: Sequence[int], sigma: float, tags: Sequence[float],
-                    background: float = -100.0) -> np.ndarray:
-    """K x h x w tag maps: inside each joint's Gaussian window, the tag of the person whose Gaussian is highest
-    there; ``background`` elsewhere."""
-    joints = np.asarray(joints, dtype=np.float32).reshape(-1, np.shape(joints)[-2], 3)
-    k = joints.shape[1]
-    best = np.zeros((k, int(size[1]), int(size[0])), dtype=np.float32)
-    out = np.full_like(best, background)
-    for p, j, win, g in _paste_windows(joints, size, sigma):
-        higher = g > best[j][win]
-        out[j][win][higher] = tags[p]
-        best[j][win] = np.maximum(best[j][win], g)
     return out
 
 

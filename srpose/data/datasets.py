@@ -312,3 +312,11 @@ class TopDownMpiiDataset(TopDownDataset):
                                      headsize=headsize))
         self.image_names = list(image_ids)
         self._finish("the annotation list is empty")
+
+
+#: top-down dataset class of each evaluation protocol
+DATASET_CLASSES: dict[str, type[TopDownDataset]] = {
+    "coco": TopDownCocoDataset,
+    "crowdpose": TopDownCrowdPoseDataset,
+    "mpii": TopDownMpiiDataset,
+}

@@ -9,7 +9,6 @@ Annotations follow COCO: ``v=2`` visible, ``v=1`` labelled but covered by anothe
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 from srpose._io import atomic_write_bytes, atomic_write_json
 from srpose.keypoints import COCO_JOINTS, COCO_SKELETON
 
-__all__ = ["generate_dataset", "render_image", "add_generate_arguments", "run_generate", "image_size_type"]
+__all__ = ["generate_dataset", "render_image"]
 
 _SHIFT = 4  # OpenCV sub-pixel bits for drawing
 _SUB = 1 << _SHIFT
@@ -338,34 +337,3 @@ def generate_dataset(out_dir: str | Path, *, num_images: int, image_size: Sequen
     ann_path = atomic_write_json(out / "annotations.json", coco)
     det_path = atomic_write_json(out / "detections.json", dets)
     return dict(ann=ann_path, images=img_dir, det=det_path)
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def image_size_type(text: str) -> tuple[int, int]:
-    """argparse type of a generated image size ``WxH`` (both >= 32)."""
-    from srpose.config import parse_wxh
-
-    try:
-        return parse_wxh(text, option="image size", minimum=32)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``srpose generate``."""
-    p.add_argument("--out", required=True, help="output folder (images/, annotations.json, detections.json)")
-    p.add_argument("--num-images", type=int, default=200, help="number of images (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    p.add_argument("--image-size", type=image_size_type, default=(320, 240), metavar="WxH",
-                   help="image size (default 320x240)")
-    p.add_argument("--people", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"),
-                   help="people per image (default 1 3)")
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    """Run ``srpose generate``."""
-    paths = generate_dataset(args.out, num_images=args.num_images, image_size=args.image_size, people=args.people,
-                             seed=args.seed, progress=True)
-    print(f"wrote {args.num_images} images to {paths['images']}\n  annotations: {paths['ann']}\n"
-          f"  detections:  {paths['det']}")
-    return 0

@@ -16,6 +16,7 @@ DEFAULT_PADDING = 1.25
 
 __all__ = [
     "read_rgb",
+    "decode_rgb",
     "PIXEL_STD",
     "box_to_center_scale",
     "get_affine_transform",
@@ -38,6 +39,22 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_rgb(data: bytes | np.ndarray, source: str = "image bytes") -> np.ndarray:
+    """RGB uint8 image (H x W x 3) of an encoded image file's bytes (JPEG, PNG, ...), decoded as :func:`read_rgb`
+    reads a file (OpenCV's BGR colour decode, then RGB): what a server gets from its clients."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
+        np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    except cv2.error:  # some malformed headers raise instead of returning None
+        img = None
+    if img is None:
+        raise ValueError(f"cannot decode {source} ({buf.size} bytes) as an image: send the bytes of an image file "
+                         "(JPEG, PNG, ...)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
 
 def box_to_center_scale(
     x: float,

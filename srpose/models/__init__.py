@@ -1,5 +1,5 @@
-"""PyTorch models: backbones, heads, the top-down detector and its builder."""
+"""PyTorch models: backbones, heads, the detectors and its builder."""
 from srpose.models.builder import build_model
-from srpose.models.detector import TopDown
+from srpose.models.detector import BottomUp, TopDown
 
-__all__ = ["build_model", "TopDown"]
+__all__ = ["build_model", "TopDown", "BottomUp"]

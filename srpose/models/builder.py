@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from srpose.config import PoseConfig, get_config
-from srpose.models.detector import TopDown
+from srpose.config import BOTTOM_UP_TYPES, PoseConfig
+from srpose.resolve import get_config
+from srpose.models.detector import BottomUp, TopDown
 
 
 def _backbones() -> dict[str, Callable[..., nn.Module]]:
@@ -30,13 +31,13 @@ def _heads() -> dict[str, Callable[..., nn.Module]]:
 
 
 def _bottom_up_heads() -> dict[str, Callable[..., nn.Module]]:
-    from srpose.models.bottom_up import BottomUpSimpleHead, BottomUpSimpleSRHead
+    from srpose.models.heads.associative_embedding import BottomUpSimpleHead, BottomUpSimpleSRHead
 
     return {"BottomUpSimpleHead": BottomUpSimpleHead, "AESimpleHead": BottomUpSimpleHead,
             "BottomUpSimpleSRHead": BottomUpSimpleSRHead}
 
 
-DETECTOR_TYPES = ("TopDown", "TopDownHigher", "BottomUp", "AssociativeEmbedding")
+DETECTOR_TYPES = ("TopDown", "TopDownHigher", *BOTTOM_UP_TYPES)
 _DROP_KEYS = ("type", "loss_keypoint", "train_cfg", "test_cfg", "pretrained")
 
 
@@ -67,12 +68,7 @@ def build_model(name_or_config: str | Path | PoseConfig, *, init: bool = True) -
         head_cfg.setdefault("out_channels", cfg.num_joints)
         head_cfg.pop("num_joints")
     head = _instantiate("keypoint_head", _heads(), head_cfg, cfg.source)
-    if model_cfg["type"] in ("BottomUp", "AssociativeEmbedding"):
-        from srpose.models.bottom_up import BottomUp
-
-        model = BottomUp(backbone, head, cfg)
-    else:
-        model = TopDown(backbone, head, cfg)
+    model = (BottomUp if cfg.is_bottom_up else TopDown)(backbone, head, cfg)
     if init:
         model.init_weights()
     return model.eval()

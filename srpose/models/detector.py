@@ -1,4 +1,4 @@
-"""The top-down detector: a backbone and a keypoint head, with the official parameter prefixes."""
+"""The detectors: a backbone and a keypoint head, with the official parameter prefixes."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -34,3 +34,11 @@ class TopDown(nn.Module):
         for m in (self.backbone, self.keypoint_head):
             if hasattr(m, "init_weights"):
                 m.init_weights()
+
+
+class BottomUp(TopDown):
+    """``backbone.*`` + ``keypoint_head.*`` as mmpose's ``BottomUp`` / ``AssociativeEmbedding``.
+
+    ``forward(img)`` returns N x (K + L) x H x W (heatmaps, then tag maps) in eval mode and a one-element list in
+    training mode. Inputs of any height and width divisible by 32 work (the bottom-up resize gives multiples of 64).
+    """

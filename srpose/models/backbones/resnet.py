@@ -84,22 +84,8 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         warn_ignored("ResNet", ignored)
-        if depth not in self.arch_settings:
-            raise ValueError(f"invalid ResNet depth {depth!r}; use one of {sorted(self.arch_settings)}")
-        if not 1 <= num_stages <= 4:
-            raise ValueError(f"num_stages must be in 1..4, got {num_stages}")
-        if len(strides) != num_stages or len(dilations) != num_stages:
-            raise ValueError(
-                f"strides {tuple(strides)} and dilations {tuple(dilations)} must both have num_stages={num_stages} "
-                "entries"
-            )
         out_indices = tuple(out_indices)
-        if not out_indices or min(out_indices) < 0 or max(out_indices) >= num_stages:
-            raise ValueError(f"out_indices {out_indices} must be non-empty and within 0..{num_stages - 1}")
-        if style not in ("pytorch", "caffe"):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        check_conv_cfg(conv_cfg)
-        build_bn(norm_cfg, 1)  # validate norm_cfg early with a clear error
+        self._check(depth, num_stages, strides, dilations, out_indices, style, conv_cfg, norm_cfg)
         self.depth = depth
         self.stem_channels = stem_channels
         self.base_channels = base_channels
@@ -119,6 +105,33 @@ class ResNet(nn.Module):
         self.stage_blocks = stage_blocks[:num_stages]
         self.expansion = get_expansion(self.block, expansion)
 
+        self._make_stem(in_channels, stem_channels, deep_stem, norm_cfg)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self._make_layers(stem_channels, base_channels * self.expansion)
+        self.feat_dim = self.out_channels[-1]
+        self._freeze_stages()
+
+    def _check(self, depth: int, num_stages: int, strides: Sequence[int], dilations: Sequence[int],
+               out_indices: tuple[int, ...], style: str, conv_cfg: Optional[dict], norm_cfg: Optional[dict]) -> None:
+        """ValueError naming the bad argument and its accepted values."""
+        if depth not in self.arch_settings:
+            raise ValueError(f"invalid ResNet depth {depth!r}; use one of {sorted(self.arch_settings)}")
+        if not 1 <= num_stages <= 4:
+            raise ValueError(f"num_stages must be in 1..4, got {num_stages}")
+        if len(strides) != num_stages or len(dilations) != num_stages:
+            raise ValueError(
+                f"strides {tuple(strides)} and dilations {tuple(dilations)} must both have num_stages={num_stages} "
+                "entries"
+            )
+        if not out_indices or min(out_indices) < 0 or max(out_indices) >= num_stages:
+            raise ValueError(f"out_indices {out_indices} must be non-empty and within 0..{num_stages - 1}")
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+        check_conv_cfg(conv_cfg)
+        build_bn(norm_cfg, 1)  # validate norm_cfg early with a clear error
+
+    def _make_stem(self, in_channels: int, stem_channels: int, deep_stem: bool, norm_cfg: Optional[dict]) -> None:
+        """``stem`` (three 3x3 convs) or ``conv1`` / ``bn1`` / ``relu`` (one 7x7 conv), as the official keys."""
         if deep_stem:
             half = stem_channels // 2
             self.stem = nn.Sequential(
@@ -130,23 +143,22 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
             self.bn1 = build_bn(norm_cfg, stem_channels)
             self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
+    def _make_layers(self, in_ch: int, out_ch: int) -> None:
+        """``layer1`` ... ``layerN``: the residual stages."""
         self.res_layers = []
-        in_ch, out_ch = stem_channels, base_channels * self.expansion
         self.out_channels = []
         for i, num_blocks in enumerate(self.stage_blocks):
             layer = make_res_layer(
-                self.block, num_blocks, in_ch, out_ch, expansion=self.expansion, stride=strides[i],
-                dilation=dilations[i], style=style, avg_down=avg_down, with_cp=with_cp, norm_cfg=norm_cfg,
+                self.block, num_blocks, in_ch, out_ch, expansion=self.expansion, stride=self.strides[i],
+                dilation=self.dilations[i], style=self.style, avg_down=self.avg_down, with_cp=self.with_cp,
+                norm_cfg=self.norm_cfg,
             )
             name = f"layer{i + 1}"
             self.add_module(name, layer)
             self.res_layers.append(name)
             self.out_channels.append(out_ch)
             in_ch, out_ch = out_ch, out_ch * 2
-        self.feat_dim = self.out_channels[-1]
-        self._freeze_stages()
 
     @property
     def norm1(self) -> nn.BatchNorm2d:

@@ -1,4 +1,4 @@
-"""Associative-embedding grouping on the host (numpy), as mmpose 0.x ``HeatmapParser`` does it.
+"""Associative-embedding grouping on the host (numpy only), as mmpose 0.x ``HeatmapParser`` does it.
 
 Candidates (the top-k NMS peaks of every joint heatmap, with their tags) are grouped joint by joint in a fixed
 joint order: each new joint is matched to the existing people by a minimum-cost assignment on tag distance
@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GroupParams", "linear_assignment", "match_by_tag", "adjust_joints", "refine_joints", "group_candidates",
-           "transform_preds", "COCO_JOINT_ORDER"]
+__all__ = ["GroupParams", "linear_assignment", "match_by_tag", "adjust_joints", "refine_joints", "refine_people",
+           "group_candidates", "transform_preds", "COCO_JOINT_ORDER"]
 
 #: mmpose's grouping order for the 17 COCO joints: head, shoulders, hips, then limbs outwards.
 COCO_JOINT_ORDER = tuple(i - 1 for i in (1, 2, 3, 4, 5, 6, 7, 12, 13, 8, 9, 10, 11, 14, 15, 16, 17))
@@ -229,30 +229,47 @@ def refine_joints(heatmaps: np.ndarray, tags: np.ndarray, keypoints: np.ndarray)
     """Fill the joints a person lacks: arg-max of each heatmap minus the rounded tag distance to the person's mean
     tag, with the quarter-pixel shift. ``heatmaps`` K x H x W, ``tags`` K x H x W (x L), ``keypoints`` K x (3 + L)
     (changed in place and returned)."""
+    keypoints[...] = refine_people(heatmaps, tags, keypoints[None])[0]
+    return keypoints
+
+
+#: people refined at once per joint (bounds the P x H x W x L distance maps)
+_REFINE_CHUNK = 16
+
+
+def refine_people(heatmaps: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray:
+    """:func:`refine_joints` of every person of ``people`` (P x K x (3 + L), changed in place and returned), the
+    distance maps of one joint computed for several people at once (the same arithmetic, person by person)."""
     k, h, w = heatmaps.shape
     if tags.ndim == 3:
         tags = tags[..., None]
-    found = []
+    prev = {}
+    for p, kp in enumerate(people):
+        found = [tags[i, np.clip(int(kp[i, 1]), 0, h - 1), np.clip(int(kp[i, 0]), 0, w - 1)]
+                 for i in range(k) if kp[i, 2] > 0]
+        if found:
+            prev[p] = np.mean(found, axis=0)
     for i in range(k):
-        if keypoints[i, 2] > 0:
-            x, y = keypoints[i][:2].astype(int)
-            found.append(tags[i, np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)])
-    if not found:
-        return keypoints
-    prev_tag = np.mean(found, axis=0)
-    for i in range(k):
-        if keypoints[i, 2] != 0:  # only missing joints can change; mmpose computes (and discards) the others
-            continue
+        # only missing joints can change; mmpose computes (and discards) the others
+        need = [p for p in prev if people[p, i, 2] == 0]
         hm = heatmaps[i]
-        dist = ((tags[i] - prev_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
-        y, x = np.unravel_index(np.argmax(hm - np.round(dist)), hm.shape)
-        val = hm[y, x]
-        fx, fy = x + 0.5, y + 0.5
-        fx += 0.25 if hm[y, min(w - 1, x + 1)] > hm[y, max(0, x - 1)] else -0.25
-        fy += 0.25 if hm[min(h - 1, y + 1), x] > hm[max(0, y - 1), x] else -0.25
-        if val > 0:
-            keypoints[i, :3] = (fx, fy, val)
-    return keypoints
+        for start in range(0, len(need), _REFINE_CHUNK):
+            rows = need[start:start + _REFINE_CHUNK]
+            ptags = np.stack([prev[p] for p in rows])[:, None, None, :]
+            sq = (tags[i][None] - ptags) ** 2
+            d2 = sq[..., 0]
+            for t in range(1, sq.shape[3]):  # = sq.sum(axis=3) to the bit (L <= 2 terms, summed in order), faster
+                d2 = d2 + sq[..., t]
+            dist = d2 ** 0.5
+            flat = (hm[None] - np.round(dist)).reshape(len(rows), -1).argmax(axis=1)
+            for p, (y, x) in zip(rows, zip(*np.unravel_index(flat, hm.shape))):
+                val = hm[y, x]
+                fx, fy = x + 0.5, y + 0.5
+                fx += 0.25 if hm[y, min(w - 1, x + 1)] > hm[y, max(0, x - 1)] else -0.25
+                fy += 0.25 if hm[min(h - 1, y + 1), x] > hm[max(0, y - 1), x] else -0.25
+                if val > 0:
+                    people[p, i, :3] = (fx, fy, val)
+    return people
 
 
 def group_candidates(candidates: Mapping[str, np.ndarray], heatmaps: np.ndarray, tags: np.ndarray,
@@ -277,8 +294,7 @@ def group_candidates(candidates: Mapping[str, np.ndarray], heatmaps: np.ndarray,
             tags = tags[..., None]
         if tags.shape[0] == 1 and params.num_joints > 1:
             tags = np.broadcast_to(tags, (params.num_joints,) + tags.shape[1:])
-        for p in range(len(people)):
-            people[p] = refine_joints(heatmaps, tags, people[p])
+        people = refine_people(heatmaps, tags, people)
     return people, scores
 
 

@@ -1,34 +1,17 @@
-"""``srpose train``: arguments and runner. Multi-process: ``torchrun --nproc_per_node N --no-python srpose train ...``.
-
-Periodic evaluation needs the eval layer, which ``srpose`` core does not import: the console command passes an
-``eval_fn_factory(cfg, args) -> eval_fn`` built there.
-"""
+"""``srpose train``: argv -> :func:`srpose.train.trainer.train`. Multi-process:
+``torchrun --nproc_per_node N -m srpose.cli train ...``; periodic evaluation comes from the eval layer."""
 from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any
 
-if TYPE_CHECKING:
-    from srpose.config import PoseConfig
-    from srpose.train.trainer import EvalFn
+from ._args import wxh
 
-EvalFnFactory = Callable[["PoseConfig", argparse.Namespace], Optional["EvalFn"]]
-
-__all__ = ["add_train_arguments", "run_train", "parse_size"]
+__all__ = ["add_arguments", "run"]
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> (w, h), multiples of 32 (the backbones downsample by 32); an argparse type."""
-    from srpose.config import parse_wxh
-
-    try:
-        return parse_wxh(text, option="input size", minimum=32, multiple=32)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``srpose train``."""
     p.add_argument("model", metavar="NAME_OR_CONFIG",
                    help="preset name (see `srpose list`), official mmpose .py config, or project .json config")
@@ -43,7 +26,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=None, help="batch size per process")
     g.add_argument("--lr", type=float, default=None, help="base learning rate")
     g.add_argument("--grad-clip", type=float, default=None, metavar="MAX_NORM", help="clip the gradient norm")
-    g.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
+    g.add_argument("--input-size", type=wxh("input size", minimum=32, multiple=32), default=None, metavar="WxH",
                    help="train at another input size (heatmaps scale with it)")
     g.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (smoke tests)")
     g = p.add_argument_group("run")
@@ -63,11 +46,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_train(args: argparse.Namespace, eval_fn_factory: EvalFnFactory | None = None) -> int:
-    """Run ``srpose train``; ``eval_fn_factory(cfg, args)`` supplies the evaluation callback."""
+def run(args: argparse.Namespace) -> int:
+    """Run ``srpose train``; the eval layer supplies the periodic evaluation."""
     from pathlib import Path
 
-    from srpose.config import get_config
+    from srpose.resolve import get_config
     from srpose.train.trainer import train
 
     cfg = get_config(args.model)
@@ -77,10 +60,9 @@ def run_train(args: argparse.Namespace, eval_fn_factory: EvalFnFactory | None = 
         raise ValueError("give both --val-ann and --val-images (or neither)")
     eval_fn = None
     if args.val_ann is not None:
-        if eval_fn_factory is None:
-            raise ValueError("evaluation during training needs the eval layer: run it through the `srpose` command "
-                             "(or drop --val-ann/--val-images)")
-        eval_fn = eval_fn_factory(cfg, args)
+        from srpose.eval.train_hooks import eval_fn_from_args
+
+        eval_fn = eval_fn_from_args(cfg, args)
     elif args.eval_every:
         raise ValueError(f"--eval-every {args.eval_every} needs --val-ann and --val-images")
     work_dir = Path(args.work_dir) if args.work_dir else Path("work_dirs") / cfg.name

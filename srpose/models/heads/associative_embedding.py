@@ -1,4 +1,4 @@
-"""Bottom-up (associative embedding) models: the ``BottomUp`` detector and its two heads.
+"""Bottom-up (associative embedding) heads.
 
 Parameter names follow the official checkpoints key for key: ``backbone.*`` and ``keypoint_head.*`` with
 ``deconv_layers`` / ``final_layer`` (mmpose 0.x ``BottomUpSimpleHead``, later ``AESimpleHead``) and
@@ -9,37 +9,15 @@ Every head returns one tensor N x (K + L) x H x W: K joint heatmaps followed by 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srpose.models.detector import TopDown
 from srpose.models.heads.simple import _select_input, init_normal, make_deconv_layers
 
-if TYPE_CHECKING:
-    from srpose.config import PoseConfig
-
-__all__ = ["BottomUp", "BottomUpSimpleHead", "BottomUpSimpleSRHead", "BOTTOM_UP_TYPES", "is_bottom_up",
-           "split_outputs"]
-
-#: detector type names of bottom-up configs (SRPose / early mmpose 0.x, later mmpose 0.x).
-BOTTOM_UP_TYPES = ("BottomUp", "AssociativeEmbedding")
-
-
-def is_bottom_up(cfg: "PoseConfig | dict[str, Any]") -> bool:
-    """True when a config (or its ``model`` dict) describes a bottom-up detector."""
-    model = cfg.get("model", cfg) if isinstance(cfg, dict) else cfg.model
-    return model.get("type") in BOTTOM_UP_TYPES
-
-
-def split_outputs(out: torch.Tensor, num_joints: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(heatmaps N x K x H x W, tags N x L x H x W) of a bottom-up head output."""
-    if out.ndim != 4 or out.shape[1] <= num_joints:
-        raise ValueError(f"bottom-up output of shape {tuple(out.shape)} has no tag maps after {num_joints} heatmaps")
-    return out[:, :num_joints], out[:, num_joints:]
-
+__all__ = ["BottomUpSimpleHead", "BottomUpSimpleSRHead"]
 
 def _ae_enabled(with_ae_loss: Sequence[bool] | None) -> bool:
     return True if with_ae_loss is None else bool(with_ae_loss[0])
@@ -120,11 +98,3 @@ class BottomUpSimpleSRHead(nn.Module):
     def init_weights(self) -> None:
         """mmpose initialisation: convs N(0, 0.001) with zero bias, BN 1/0."""
         init_normal(self)
-
-
-class BottomUp(TopDown):
-    """``backbone.*`` + ``keypoint_head.*`` as mmpose's ``BottomUp`` / ``AssociativeEmbedding``.
-
-    ``forward(img)`` returns N x (K + L) x H x W (heatmaps, then tag maps) in eval mode and a one-element list in
-    training mode. Inputs of any height and width divisible by 32 work (the bottom-up resize gives multiples of 64).
-    """

@@ -1,27 +1,24 @@
-"""Bottom-up tensor steps in torch (host side and in the exported graph): flip merge, projection to the input size,
-heatmap NMS by max pooling and top-k candidates, as mmpose 0.x ``get_multi_stage_outputs``, ``aggregate_results``
-and ``HeatmapParser.top_k`` compute them for one scale and one output stage.
+"""Associative-embedding tensor steps in torch (host side and in the exported graph): flip merge, projection to
+the input size, heatmap NMS by max pooling and top-k candidates, as mmpose 0.x ``get_multi_stage_outputs``,
+``aggregate_results`` and ``HeatmapParser.top_k`` compute them for one scale and one output stage.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["flip_index_from_pairs", "merge_outputs", "heatmap_nms", "top_k", "pack_candidates",
-           "unpack_candidates", "BottomUpDecode"]
+__all__ = ["to_tensor", "merge_outputs", "heatmap_nms", "top_k", "pack_candidates", "BottomUpDecode"]
 
 
-def flip_index_from_pairs(num_joints: int, flip_pairs: Sequence[Sequence[int]]) -> list[int]:
-    """mmpose ``flip_index``: for each joint, the joint it becomes in the mirrored image."""
-    idx = list(range(num_joints))
-    for a, b in flip_pairs:
-        if not (0 <= a < num_joints and 0 <= b < num_joints):
-            raise ValueError(f"flip pair ({a}, {b}) is out of range for {num_joints} joints")
-        idx[a], idx[b] = b, a
-    return idx
+def to_tensor(a: Any) -> torch.Tensor:
+    """``a`` (numpy or tensor) as a float32 CPU tensor."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().to("cpu", torch.float32)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
 def merge_outputs(output: torch.Tensor, output_flipped: torch.Tensor | None, num_joints: int,
@@ -81,17 +78,6 @@ def top_k(heatmaps: torch.Tensor, tags: torch.Tensor, max_num_people: int, kerne
 def pack_candidates(tag_k: torch.Tensor, loc_k: torch.Tensor, val_k: torch.Tensor) -> torch.Tensor:
     """One N x K x M x (3 + L) float tensor (x, y, value, tags)."""
     return torch.cat([loc_k.to(val_k.dtype), val_k.unsqueeze(-1), tag_k.to(val_k.dtype)], dim=3)
-
-
-def unpack_candidates(packed) -> dict:  # noqa: ANN001 - numpy array or tensor
-    """``tag_k``, ``loc_k`` (int64), ``val_k`` of one image's packed K x M x (3 + L) candidates (numpy)."""
-    import numpy as np
-
-    packed = np.asarray(packed)
-    if packed.ndim != 3 or packed.shape[2] < 4:
-        raise ValueError(f"packed candidates must be K x M x (3 + L), got shape {packed.shape}")
-    return dict(tag_k=packed[..., 3:].astype(np.float32), loc_k=np.rint(packed[..., :2]).astype(np.int64),
-                val_k=packed[..., 2].astype(np.float32))
 
 
 class BottomUpDecode(nn.Module):

@@ -1,4 +1,5 @@
-"""Bottom-up grouping on hand-made heatmaps and tags: assignment, two people, crossing limbs, a missing joint."""
+"""The associative-embedding codec (``srpose.codecs``) on hand-made heatmaps and tags: target rendering, assignment,
+grouping (two people, crossing limbs, a missing joint), the torch steps and ``decode`` / ``decode_candidates``."""
 from __future__ import annotations
 
 import itertools
@@ -7,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from srpose.bottom_up import (
+from srpose.codecs import AssociativeEmbedding, codec_from_dict, flip_index_from_pairs
+from srpose.codecs._ae_group import (
     GroupParams,
     adjust_joints,
-    decode_outputs,
-    flip_index_from_pairs,
     group_candidates,
-    heatmap_nms,
     linear_assignment,
     match_by_tag,
-    merge_outputs,
-    top_k,
     transform_preds,
 )
+from srpose.codecs._ae_render import render_heatmaps, render_tag_maps
+from srpose.codecs._ae_torch import heatmap_nms, merge_outputs, pack_candidates, top_k
+from srpose.data.bottom_up import mirror_joints
 from srpose.keypoints import COCO_FLIP_PAIRS
 
 K = 17
@@ -59,6 +59,28 @@ def _group(hm: np.ndarray, tg: np.ndarray, **kw):
 
 def _by_nose(people: np.ndarray) -> np.ndarray:
     return people[np.argsort(people[:, 0, 0])]
+
+
+# ----------------------------------------------------------------------------------------------- targets
+def test_rendering_and_mirroring() -> None:
+    joints = np.zeros((2, 17, 3), np.float32)
+    joints[0, 5] = (4, 6, 2)
+    joints[1, 5] = (12, 3, 2)
+    joints[1, 6] = (30, 3, 0)  # not labelled
+    hm = render_heatmaps(joints, (16, 8), 2.0)
+    assert hm.shape == (17, 8, 16) and hm[5, 6, 4] == 1.0 and hm[5, 3, 12] == 1.0 and hm[6].max() == 0
+    tm = render_tag_maps(joints, (16, 8), 2.0, [2.0, 4.0])
+    assert tm[5, 6, 4] == 2.0 and tm[5, 3, 12] == 4.0 and tm[6].max() == -100.0
+    m = mirror_joints(joints, 16, [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+    assert m[0, 6, :2].tolist() == [11, 6] and m[0, 5, 2] == 0
+    # the codec's encoding (what the oracle returns): the same maps at 1/stride, person p tagged 2 (p + 1)
+    codec = AssociativeEmbedding(num_joints=17, stride=2, sigma=2.0)
+    enc = codec.encode(joints * [2, 2, 1], (32, 16))
+    np.testing.assert_array_equal(enc[:17], hm)
+    np.testing.assert_array_equal(enc[17:], tm)
+    assert AssociativeEmbedding(stride=2, tag_per_joint=False).encode(joints * [2, 2, 1], (32, 16)).shape == (18, 8, 16)
+    with pytest.raises(ValueError, match="not a multiple of the output stride 2"):
+        codec.encode(joints, (31, 16))
 
 
 # ----------------------------------------------------------------------------------------------- assignment
@@ -195,15 +217,28 @@ def test_merge_outputs_flips_back_and_projects() -> None:
     torch.testing.assert_close(hm, ref)
 
 
-def test_decode_outputs_maps_people_to_the_image() -> None:
+def test_decode_maps_people_to_the_image() -> None:
     a = {j: (10 + j, 10) for j in range(K)}
     hm, tg = _scene([a], [1.0])
     raw = np.concatenate([hm, tg[..., 0]], 0)[None]
-    params = GroupParams(max_num_people=5)
+    codec = AssociativeEmbedding(num_joints=K, max_num_people=5)
     center, scale = np.array([100.0, 80.0]), np.array([W * 2 / 200.0, H * 2 / 200.0])  # image = 2x the input
-    poses = decode_outputs(raw, None, center, scale, params, list(range(K)), input_size=(W, H))
+    poses = codec.decode(raw, None, center, scale, input_size=(W, H))
     assert len(poses) == 1 and poses.keypoints.shape == (1, K, 3)
     # a symmetric peak: both neighbours equal, so adjust moves -0.25, then +0.5 to the pixel centre
     np.testing.assert_allclose(poses.keypoints[0, 0, :2], transform_preds(np.array([10.25, 10.25]), center, scale,
                                                                           (W, H)))
     np.testing.assert_allclose(poses.keypoints[0, 0, :2], [100 - W + 20.5, 80 - H + 20.5])
+    # the host half of a decoded graph: candidates (a dict, or packed as the graph outputs them) over the maps
+    tag_k, loc_k, val_k = top_k(torch.from_numpy(hm)[None], torch.from_numpy(tg)[None], 5, 5, 2)
+    cand = dict(tag_k=tag_k[0].numpy(), loc_k=loc_k[0].numpy(), val_k=val_k[0].numpy())
+    packed = pack_candidates(tag_k, loc_k, val_k)[0].numpy()
+    for c in (cand, packed):
+        got = codec.decode_candidates(hm, tg, c, center, scale)
+        np.testing.assert_array_equal(got.keypoints, poses.keypoints)
+        np.testing.assert_array_equal(got.scores, poses.scores)
+    # the settings travel in the card: the decoder rebuilt from its dict decodes alike
+    again = codec_from_dict(codec.to_dict()).decode(raw, None, center, scale, input_size=(W, H))
+    np.testing.assert_array_equal(again.keypoints, poses.keypoints)
+    with pytest.raises(ValueError, match="one image's output"):
+        codec.decode(raw[0], None, center, scale, input_size=(W, H))

@@ -8,13 +8,12 @@ at test time the shorter image side is resized to it and the longer side to a mu
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 from srpose._registry import register_model
-from srpose.config import DEFAULT_TRAIN_CFG, PoseConfig, make_data_cfg
+from srpose.config import DEFAULT_TRAIN_CFG, PoseConfig, bottom_up_test_cfg, make_data_cfg
 
-__all__ = ["PAPER_TABLE_BOTTOMUP", "bottom_up_test_cfg", "config_from_mmpose_bottomup"]
+__all__ = ["PAPER_TABLE_BOTTOMUP"]
 
 NUM_JOINTS = 17
 INPUT = 512
@@ -25,16 +24,6 @@ HRNET_W32 = dict(type="HRNet", in_channels=3, extra=dict(
     stage3=dict(num_modules=4, num_branches=3, block="BASIC", num_blocks=(4, 4, 4), num_channels=(32, 64, 128)),
     stage4=dict(num_modules=3, num_branches=4, block="BASIC", num_blocks=(4, 4, 4, 4),
                 num_channels=(32, 64, 128, 256))))
-
-
-def bottom_up_test_cfg(nms_kernel: int = 5, **overrides: Any) -> dict[str, Any]:
-    """The official bottom-up ``test_cfg`` (single scale, flip test, adjust and refine)."""
-    cfg = dict(num_joints=NUM_JOINTS, max_num_people=30, scale_factor=[1], with_heatmaps=[True], with_ae=[True],
-               project2image=True, nms_kernel=nms_kernel, nms_padding=(nms_kernel - 1) // 2, tag_per_joint=True,
-               detection_threshold=0.1, tag_threshold=1, use_detection_val=True, ignore_too_much=False,
-               adjust=True, refine=True, flip_test=True)
-    cfg.update(overrides)
-    return cfg
 
 
 def _simple_head(in_channels: int, num_deconv_layers: int = 3) -> dict[str, Any]:
@@ -96,39 +85,3 @@ PAPER_TABLE_BOTTOMUP: dict[str, tuple[float, float, float]] = {
     "hrnet_w32_coco_512x512": (41.10, 28.54, 0.00),
     "hrnet_w32_sr_coco_512x512": (42.57, 28.54, 0.09),
 }
-
-
-def config_from_mmpose_bottomup(path: str | Path, raw: dict[str, Any] | None = None) -> PoseConfig:
-    """A :class:`PoseConfig` from an official bottom-up ``.py`` config (SRPose ``configs/bottom_up/...`` or mmpose
-    0.x ``associative_embedding``); ``raw`` is the already-read config dict, if the caller has it."""
-    from srpose._mmcfg import ConfigError, read_mmpose_config
-
-    path = Path(path)
-    raw = read_mmpose_config(path) if raw is None else raw
-    for key in ("model", "data_cfg"):
-        if key not in raw:
-            raise ConfigError(f"{path}: no top-level `{key}` in this config; is it an mmpose bottom-up config?")
-    model = copy.deepcopy(raw["model"])
-    if model.get("type") not in ("BottomUp", "AssociativeEmbedding"):
-        raise ConfigError(f"{path}: model type {model.get('type')!r} is not bottom-up")
-    dcfg = raw["data_cfg"]
-    ds_type = ((raw.get("data") or {}).get("test") or {}).get("type", "BottomUpCocoDataset")
-    if ds_type != "BottomUpCocoDataset":
-        raise ConfigError(f"{path}: dataset type {ds_type!r} is not supported; only BottomUpCocoDataset is")
-    size = int(dcfg["image_size"] if not isinstance(dcfg["image_size"], (list, tuple)) else dcfg["image_size"][0])
-    hm = dcfg.get("heatmap_size", [size // 4])
-    hm = int(hm[-1] if isinstance(hm, (list, tuple)) else hm)
-    target = next((s for s in raw.get("train_pipeline", []) if isinstance(s, dict)
-                   and s.get("type") == "BottomUpGenerateTarget"), None)
-    sigma = float(target.get("sigma", 2)) if target else float(dcfg.get("base_sigma", 2))
-    test_cfg = {**bottom_up_test_cfg(), **model.get("test_cfg", {})}
-    model["test_cfg"] = test_cfg
-    data = make_data_cfg("coco", image_size=(size, size), heatmap_size=(hm, hm), sigma=sigma,
-                         decoder="associative_embedding", base_size=int(dcfg.get("base_size", size)),
-                         base_sigma=dcfg.get("base_sigma", sigma), max_num_people=int(test_cfg["max_num_people"]),
-                         scale_aware_sigma=bool(dcfg.get("scale_aware_sigma", False)), bottom_up=True)
-    opt, lr_cfg = raw.get("optimizer", {}), raw.get("lr_config", {})
-    train = dict(DEFAULT_TRAIN_CFG, optimizer=opt.get("type", "Adam"), lr=float(opt.get("lr", 0.0015)),
-                 lr_steps=tuple(lr_cfg.get("step", (200, 260))), epochs=int(raw.get("total_epochs", 300)),
-                 batch_size=int((raw.get("data") or {}).get("samples_per_gpu", 24)))
-    return PoseConfig(name=path.stem, model=model, data=data, train=train, source=str(path))

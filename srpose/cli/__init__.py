@@ -1,0 +1,76 @@
+"""The ``srpose`` console command: subcommands that map argv to the options of a library call and print its report.
+
+The CLI sits on top of every layer. Each subcommand lives in a module here with ``add_<command>_arguments(parser)``
+and ``run_<command>(args) -> int`` (``add_arguments`` / ``run`` in a one-command module), imported only when that
+command is used. Argument groups are small reusable functions (:mod:`srpose.cli._args`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: command -> (help, module under srpose.cli)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("list the model presets", "info"),
+    "info": ("parameters, GMACs and output shape of a model", "info"),
+    "eval": ("evaluate keypoint AP (COCO, CrowdPose; top-down and bottom-up) or PCKh (MPII)", "evaluate"),
+    "export": ("export to ONNX: FP32, strongly typed FP16 and Q/DQ INT8 graphs with parity checks", "export"),
+    "quantize": ("AP-guided INT8: keep in FP16 the layer groups that cost AP, within an AP budget", "quantize"),
+    "parity": ("compare exported models with PyTorch on real data: output error, AP deltas, throughput", "parity"),
+    "build": ("build a TensorRT engine from an exported ONNX graph (strongly typed)", "build"),
+    "bench": ("latency and throughput of a backend (torch, onnxruntime, tensorrt) per batch size", "bench"),
+    "train": ("train or fine-tune a model (single process, or many through torchrun)", "train"),
+    "generate": ("generate a COCO-format data set of synthetic people (deterministic by seed)", "generate"),
+    "pipeline": ("checkpoint to report: export every precision, engines where possible, parity, bench", "pipeline"),
+    "triton": ("write a Triton Inference Server model repository (pre/post-processing, network, ensemble)",
+               "triton"),
+    "serve": ("run a local Triton server on a model repository (127.0.0.1; prints its URLs)", "serve"),
+    "demo": ("end to end on built-in defaults: generate data, train, export, evaluate, bench, report", "pipeline"),
+}
+
+
+def _entry(command: str, kind: str):  # noqa: ANN202 - a function
+    """``add_<command>_arguments`` / ``run_<command>`` of the command's module (``add_arguments`` / ``run`` in a
+    module serving one command)."""
+    module = importlib.import_module(f"srpose.cli.{COMMANDS[command][1]}")
+    name = f"add_{command}_arguments" if kind == "add" else f"run_{command}"
+    return getattr(module, name, None) or getattr(module, "add_arguments" if kind == "add" else "run")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand (``only``: build just that one's arguments, the others stay bare)."""
+    from srpose import __version__
+
+    parser = argparse.ArgumentParser(prog="srpose", description="SRPose-TRT: SRPose checkpoints to ONNX and "
+                                     "TensorRT; evaluation, parity, profiling, training and serving.")
+    parser.add_argument("--version", action="version", version=f"srpose {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or only == name:
+            _entry(name, "add")(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=command)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(_entry(args.command, "run")(args) or 0)
+    except (FileNotFoundError, ValueError, PermissionError, RuntimeError) as e:
+        print(f"srpose {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

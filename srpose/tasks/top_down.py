@@ -1,0 +1,220 @@
+"""The top-down task: person crops (GT or detected boxes) -> heatmaps -> keypoints -> rescoring and OKS-NMS.
+
+Graph: one input ``input`` (N x 3 x H x W normalised crops, dynamic batch) and one output: ``heatmaps``
+(N x K x h x w) or, decoded, ``keypoints`` (N x K x 3: x, y, score in heatmap pixels). The in-graph flip test
+doubles the batch inside (mirror by a constant-index Gather) and merges with the codec's flip merge.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from srpose.card import ArtifactCard
+from srpose.codecs import MSRAHeatmap, SRPoseHeatmap
+
+from ._rescore import coco_results
+from .base import Batch, IOSpec, Poses, PoseTask, run_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
+
+    from srpose.config import PoseConfig
+
+__all__ = ["TopDownTask", "INPUT_NAME"]
+
+INPUT_NAME = "input"
+#: detector type -> codec name when the config's data does not name a decoder
+_CODEC_OF_TYPE = {"TopDown": "simple", "TopDownHigher": "srpose"}
+_CODECS = {"simple": MSRAHeatmap, "srpose": SRPoseHeatmap}
+PROTOCOLS = ("coco", "crowdpose", "mpii")
+
+
+class TopDownTask(PoseTask):
+    """Top-down pose estimation on COCO / CrowdPose / MPII person crops."""
+
+    kind = "top-down"
+    default_batch = (1, 8, 32)
+    precisions = ("fp32", "fp16", "int8")
+    item = "person"
+
+    @classmethod
+    def make_codec(cls, cfg: "PoseConfig") -> Any:
+        model_type = cfg.model.get("type")
+        name = cfg.data.get("decoder") or _CODEC_OF_TYPE.get(str(model_type))
+        if name not in _CODECS:
+            raise ValueError(f"{cfg.name}: no top-down codec for decoder {name!r} (model type {model_type!r}); "
+                             f"set data.decoder to one of {sorted(_CODECS)}")
+        return _CODECS[name].from_config(cfg)
+
+    # ------------------------------------------------------------------------------------------ data
+    def dataset(self, ann: str, images: str, *, protocol: str | None = None, det: str | None = None,
+                gt_bbox: bool = False) -> Any:
+        from srpose.data.datasets import DATASET_CLASSES
+
+        protocol = protocol or str(self.cfg.data.get("dataset", "coco"))
+        if protocol not in DATASET_CLASSES:
+            raise ValueError(f"unknown dataset {protocol!r}: expected one of {sorted(DATASET_CLASSES)}")
+        cls = DATASET_CLASSES[protocol]
+        if protocol == "mpii":
+            if det:
+                raise ValueError("MPII is evaluated on its annotated person boxes: drop --det")
+            return cls(ann, images, self.cfg.data)
+        if not det and not gt_bbox:
+            raise ValueError(f"{protocol} evaluation needs person boxes: pass --det DET.json or --gt-bbox")
+        return cls(ann, images, self.cfg.data, det_file=det, use_gt_bbox=bool(gt_bbox))
+
+    def batches(self, dataset: Any, *, batch_size: int = 32, workers: int = 0,
+                indices: Sequence[int] | None = None) -> Iterator[Batch]:
+        from torch.utils.data import DataLoader, Subset
+
+        from srpose.data.datasets import collate
+
+        subset = dataset if indices is None else Subset(dataset, list(indices))
+        for batch in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                collate_fn=collate):
+            batch["img"] = batch["img"].numpy()
+            yield batch
+
+    def oracle_outputs(self, images: np.ndarray, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if meta.get("joints") is None:
+            raise ValueError("the oracle backend needs the batch's ground-truth joints: evaluate with GT boxes")
+        joints = np.asarray(meta["joints"])
+        if len(joints) != len(images):
+            raise ValueError(f"oracle got {len(images)} images but {len(joints)} joint sets")
+        w, h = self.codec.input_size
+        if tuple(images.shape[-2:]) != (h, w):
+            raise ValueError(f"oracle expects {w}x{h} crops, got {images.shape[-1]}x{images.shape[-2]}")
+        hw, hh = self.codec.heatmap_size
+        maps = [self.codec.encode(j)[0] for j in joints]
+        return {"heatmaps": np.stack(maps) if maps else np.zeros((0, self.cfg.num_joints, hh, hw), np.float32)}
+
+    # ------------------------------------------------------------------------------------------ graph
+    def io(self, decode: bool) -> IOSpec:
+        out = "keypoints" if decode else "heatmaps"
+        return IOSpec(INPUT_NAME, (out,), {INPUT_NAME: {0: "batch"}, out: {0: "batch"}})
+
+    def graph(self, model: "nn.Module", *, flip: bool, decode: bool) -> "nn.Module":
+        from ._graph import GraphWrapper
+
+        return GraphWrapper(model, flip_width=self.cfg.image_size[0] if flip else None,
+                            flip_merge=self.codec.flip_merge_module() if flip else None,
+                            decode=self.codec.decode_module(post=self.codec.refines()) if decode else None)
+
+    def export_flip(self, flip: bool | None, decode: bool) -> bool:
+        return bool(flip)
+
+    def check_model(self, model: "nn.Module") -> None:
+        import torch
+
+        cfg = self.cfg
+        w, h = cfg.image_size
+        with torch.inference_mode():
+            y = model(torch.zeros(1, 3, h, w))
+        if isinstance(y, (list, tuple)):
+            y = y[-1]
+        if y.ndim != 4 or y.shape[1] != cfg.num_joints:
+            raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x {cfg.num_joints} "
+                             "x H x W")
+        if (y.shape[3], y.shape[2]) != tuple(cfg.heatmap_size):
+            raise ValueError(f"{cfg.name}: the model returns {y.shape[3]}x{y.shape[2]} heatmaps but the config says "
+                             f"heatmap_size {cfg.heatmap_size[0]}x{cfg.heatmap_size[1]}")
+
+    def default_hw_profile(self) -> None:
+        return None
+
+    def example_input(self, batch: tuple[int, int, int], hw_profile: Any) -> np.ndarray:
+        w, h = self.cfg.image_size
+        return np.random.default_rng(0).standard_normal((max(batch[0], 2), 3, h, w)).astype(np.float32)
+
+    def parity_inputs(self, card: ArtifactCard, seed: int = 0) -> dict[str, list[np.ndarray]]:
+        lo, _, hi = card.batch
+        w, h = card.input_size
+        n = min(hi, max(lo, 4))
+        return {"random": [np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)]}
+
+    # ------------------------------------------------------------------------------------------ inference
+    def infer(self, backend: Any, batch: Batch, *, flip: bool) -> tuple[dict[str, np.ndarray], float]:
+        from srpose.data.transforms import fliplr_joints
+
+        images = batch["img"]
+        meta = {k: v for k, v in batch.items() if k != "img"}
+        out, secs = run_backend(backend, images, meta)
+        if not flip:
+            return out, secs
+        if backend.decoded:
+            raise ValueError(f"backend {backend.name!r} outputs decoded keypoints, so the evaluator cannot flip-test "
+                             "it: export the model with the flip in the graph, or evaluate without flip")
+        meta_f = dict(meta)
+        if meta.get("joints") is not None:  # meta-driven backends (the oracle) see a consistent mirrored batch
+            width = images.shape[-1]
+            meta_f["joints"] = np.stack([fliplr_joints(j, width, self.codec.flip_pairs)
+                                         for j in np.asarray(meta["joints"])])
+        out_f, secs_f = run_backend(backend, np.ascontiguousarray(images[..., ::-1]), meta_f)
+        name, heat = _single(out, backend)
+        return {name: self.codec.flip_merge(heat, _single(out_f, backend)[1])}, secs + secs_f
+
+    def decode(self, outputs: Mapping[str, np.ndarray], batch: Batch, *, decoded: bool, post: bool) -> Poses:
+        name, out = _single(outputs, None)
+        out = np.asarray(out, dtype=np.float32)
+        b, k = len(batch["img"]), self.cfg.num_joints
+        center, scale = batch["center"], batch["scale"]
+        if decoded:
+            if out.shape != (b, k, 3):
+                raise ValueError(f"output {name!r} has shape {out.shape}, expected {b} x {k} x 3 keypoints "
+                                 "(x, y, score)")
+            xy, score = self.codec.to_image(out[..., :2], center, scale), out[..., 2:3]
+        else:
+            hw, hh = self.codec.heatmap_size
+            if out.ndim != 4 or out.shape[:2] != (b, k):
+                raise ValueError(f"output {name!r} has shape {out.shape}, expected {b} x {k} x H x W heatmaps")
+            if (out.shape[3], out.shape[2]) != (hw, hh):
+                raise ValueError(f"output {name!r} holds {out.shape[3]}x{out.shape[2]} heatmaps but the config says "
+                                 f"heatmap_size {hw}x{hh}")
+            xy, score = self.codec.decode_to_image(out, center, scale, post=post)
+        kpts = np.concatenate([np.asarray(xy, np.float32), np.asarray(score, np.float32).reshape(b, k, 1)], -1)
+        return Poses(keypoints=kpts, scores=np.asarray(batch["bbox_score"], np.float64),
+                     image_ids=np.asarray(batch["image_id"], np.int64), centers=np.asarray(center, np.float32),
+                     scales=np.asarray(scale, np.float32), indices=np.asarray(batch["idx"], np.int64))
+
+    def keypoints_in_input(self, outputs: Mapping[str, np.ndarray], *, decoded: bool) -> np.ndarray:
+        _, out = _single(outputs, None)
+        iw, ih = self.cfg.image_size
+        hw, hh = self.codec.heatmap_size
+        if decoded:
+            return out[..., :2] * np.array([iw / hw, ih / hh], dtype=np.float32)
+        n = len(out)
+        center = np.tile(np.array([[iw / 2, ih / 2]], np.float32), (n, 1))
+        scale = np.tile(np.array([[iw / 200, ih / 200]], np.float32), (n, 1))
+        return self.codec.decode_to_image(out, center, scale)[0]
+
+    def post_process_name(self, post: bool) -> str | None:
+        return self.codec.post_process if self.codec.refines(post) else None
+
+    # ------------------------------------------------------------------------------------------ results
+    def to_results(self, poses: Poses, dataset: Any) -> list[dict[str, Any]]:
+        n = len(dataset)
+        seen = np.unique(poses.indices)
+        if len(poses) != n or len(seen) != n:
+            raise RuntimeError(f"{n - len(seen)} of {n} persons got no prediction; not reporting a partial metric")
+        order = np.argsort(poses.indices, kind="stable")
+        kp, cen, sca = poses.keypoints[order], poses.centers[order], poses.scales[order]
+        ids = poses.image_ids[order]
+        if dataset.dataset_name == "mpii":
+            return [dict(image=dataset.records[int(i)]["image_file"], image_id=int(ids[j]),
+                         keypoints=[float(v) for v in kp[j].reshape(-1)], score=float(kp[j, :, 2].mean()),
+                         center=[float(v) for v in cen[j]], scale=[float(v) for v in sca[j]])
+                    for j, i in enumerate(poses.indices[order])]
+        cfg = dataset.data_cfg
+        return coco_results(kp, cen, sca, poses.scores[order], ids, poses.indices[order], sigmas=dataset.sigmas,
+                            vis_thr=float(cfg.get("vis_thr", 0.2)), oks_thr=float(cfg.get("oks_thr", 0.9)),
+                            use_nms=bool(cfg.get("use_nms", True)))
+
+
+def _single(outputs: Mapping[str, np.ndarray], backend: Any) -> tuple[str, np.ndarray]:
+    """The one output of a top-down graph (any name: files without a card name theirs freely)."""
+    if len(outputs) != 1:
+        who = f"backend {backend.name!r}" if backend is not None else "the graph"
+        raise ValueError(f"{who} returned outputs {sorted(outputs)}; a top-down graph has one (heatmaps or "
+                         "keypoints)")
+    return next(iter(outputs.items()))
