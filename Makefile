@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_CPU := torch==2.13.0
+# The Triton server of the serving tests: a Python environment of its own, as a server has (see serve-deps).
+SERVE_VENV ?= .venv-triton
+PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean serve-deps
 
 setup: $(VENV)/.installed
 
@@ -24,11 +27,28 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(VENV)/bin/srpose demo
 
+# The serving tests (tests/test_triton_server.py) skip, saying why, when serve-deps cannot be installed.
 test: setup
+	@$(MAKE) --no-print-directory serve-deps || echo "make serve-deps failed: the Triton server tests will skip"
 	$(PY) -m pytest -q
+
+# tritonclient in .venv (the `triton` extra), and the server: the tritonserver binary with the python backend from
+# the nvidia-pytriton wheel (--no-deps: its numpy<2 pin concerns PyTriton's own Python API, which is not used) in a
+# venv holding what the python-backend models of `srpose triton` need, pinned to .venv's versions so the server
+# decodes, crops and runs graphs with the evaluator's very libraries.
+serve-deps: $(SERVE_VENV)/.installed
+
+$(SERVE_VENV)/.installed: $(VENV)/.installed srpose/serve/environment.py
+	$(PY) -m pip install -q -e ".[test,triton]"
+	rm -rf $(SERVE_VENV)
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(PY) -m srpose.serve.environment --pin > $(SERVE_VENV)/requirements.txt
+	$(SERVE_VENV)/bin/python -m pip install -q -r $(SERVE_VENV)/requirements.txt
+	$(SERVE_VENV)/bin/python -m pip install -q --no-deps $(PYTRITON)
+	@touch $@
 
 bench: setup
 	$(PY) scripts/bench_decode.py
 
 clean:
-	rm -rf $(VENV) demo build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) demo build *.egg-info

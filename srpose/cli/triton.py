@@ -1,0 +1,67 @@
+"""``srpose triton MODEL --out REPO``: argv -> :class:`~srpose.serve.repository.RepositoryOptions` ->
+``write_repository`` -> what was written, how to serve it, and (engines) which Triton containers run it."""
+from __future__ import annotations
+
+import argparse
+
+from ._args import add_json_arg
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_file", metavar="MODEL",
+                   help="an exported .onnx graph, or a TensorRT .engine/.plan with its sidecar .json")
+    p.add_argument("--out", required=True, metavar="REPO", help="the model repository folder (created; other models "
+                   "in it are kept)")
+    p.add_argument("--name", default=None, help="the ensemble's model name (default: the model's name)")
+    p.add_argument("--runtime", choices=("tensorrt", "onnxruntime", "python-onnxruntime"), default=None,
+                   help="the network model: tensorrt_plan (engines), onnxruntime_onnx (Triton's ONNX Runtime backend) "
+                        "or python-onnxruntime (ONNX Runtime in the python backend, for servers without the ONNX "
+                        "Runtime backend); default: by file type")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="top-down graphs without the flip test: the ensemble runs the mirrored crops too (default: the "
+                        "config's test_cfg.flip_test)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US",
+                   help="dynamic batching: longest wait for more requests to batch (default: 2000)")
+    p.add_argument("--instances", type=int, default=1, metavar="N", help="network model instances (default: 1)")
+    p.add_argument("--python-instances", type=int, default=1, metavar="N",
+                   help="instances of the pre- and post-processing models (default: 1)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                   help="where the network runs (default: gpu for engines, cpu for ONNX graphs)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="python-onnxruntime: ONNX Runtime intra-op threads (default: ONNX Runtime's)")
+    p.add_argument("--force", action="store_true", help="replace models of the same names in REPO")
+    add_json_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from srpose._io import atomic_write_json
+    from srpose.serve.environment import container_command
+    from srpose.serve.repository import RepositoryOptions, write_repository
+
+    report = write_repository(args.model_file, RepositoryOptions(
+        out=args.out, name=args.name, runtime=args.runtime, flip=args.flip,
+        max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
+        python_instances=args.python_instances, device=args.device, threads=args.threads, force=args.force))
+    m = report.models
+    flip = ("the ensemble runs the mirrored pass" if report.server_flip else
+            "in the graph" if report.flip_in_graph else "off")
+    per = f", at most {report.max_persons} persons per request" if report.max_persons else ""
+    print(f"wrote the Triton model repository {report.repo} ({report.task}, flip test {flip}{per})")
+    print(f"  {m['ensemble']:<34} ensemble      send requests here")
+    print(f"  {m['preprocess']:<34} python        decode, {'crops' if report.task == 'top-down' else 'resize'} "
+          f"to {report.input_size[0]}x{report.input_size[1]}, normalise")
+    print(f"  {m['network']:<34} {report.network_platform:<13} max_batch_size {report.max_batch_size}, preferred "
+          f"{report.preferred_batch_sizes}, queue delay {report.max_queue_delay_us} us")
+    print(f"  {m['postprocess']:<34} python        decode to image pixels, rescoring")
+    print(f"the server's Python needs: {', '.join(report.requirements)} ({report.repo}/requirements.txt)")
+    if report.tensorrt is not None:
+        print(report.tensorrt["message"])
+    release = report.tensorrt["containers"][-1] if report.tensorrt and report.tensorrt["containers"] else "24.10"
+    print(f"serve it here:      srpose serve {report.repo}")
+    print(f"or in a container:  {container_command(report.repo, release)}")
+    if args.json_out:
+        atomic_write_json(args.json_out, report.to_dict())
+        print(f"report written to {args.json_out}")
+    return 0

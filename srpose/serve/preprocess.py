@@ -1,0 +1,109 @@
+"""The pre-processing python-backend model: one image's encoded bytes (+ its person boxes, top-down) -> the
+network's input, exactly as the evaluator makes it.
+
+- top-down: ``decode_rgb`` (OpenCV BGR decode -> RGB, as ``read_rgb``), ``box_to_center_scale`` of each box (or the
+  given centre/scale), the evaluator's :class:`~srpose.data.transforms.TopDownPipeline` (affine crop + normalise),
+  and, when the ensemble runs the flip test (graphs without it), the mirrored crops after the crops, as
+  ``TopDownTask.infer`` mirrors them; outputs the crops, ``CENTER``, ``SCALE`` and ``BOX_SCORE``.
+- bottom-up: the test resize ``resize_align`` and ``normalize_image``, as ``BottomUpCocoDataset``; outputs the input
+  and the image's ``CENTER`` / ``SCALE`` (float64, as the dataset keeps them).
+
+Bad requests (missing or undecodable image, no boxes, boxes outside the image, too many boxes) get an error naming
+the problem; the model keeps serving.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from srpose.data.resize import resize_align
+from srpose.data.transforms import TopDownPipeline, box_to_center_scale, decode_rgb, normalize_image
+from srpose.engines.triton_protocol import (BOX_SCORE, BOXES, CENTER, CENTER_SCALE, IMAGE, PARAM_FLIP,
+                                            PARAM_MAX_PERSONS, SCALE)
+
+from ._triton import RequestError, input_array, model_card, respond
+
+__all__ = ["PreprocessModel", "boxes_to_center_scale"]
+
+
+def boxes_to_center_scale(boxes: np.ndarray, image_hw: tuple[int, int], image_size: tuple[int, int]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale (N x 2 each, float32) of N x 5 boxes (x, y, w, h, score) in an image of ``image_hw``,
+    by ``box_to_center_scale``; RequestError for a box that is not finite, empty or entirely outside the image."""
+    h_img, w_img = image_hw
+    centers, scales = [], []
+    for i, (x, y, w, h) in enumerate(np.asarray(boxes, dtype=np.float64)[:, :4]):
+        if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
+            raise RequestError(f"box {i} (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) must be finite with w, h > 0")
+        if x >= w_img or y >= h_img or x + w <= 0 or y + h <= 0:
+            raise RequestError(f"box {i} (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) lies outside the "
+                               f"{w_img}x{h_img} image")
+        c, s = box_to_center_scale(float(x), float(y), float(w), float(h), image_size)
+        centers.append(c)
+        scales.append(s)
+    return np.stack(centers).astype(np.float32), np.stack(scales).astype(np.float32)
+
+
+class PreprocessModel:
+    """``TritonPythonModel`` of the ``<name>_preprocess`` model (see the module docstring)."""
+
+    def initialize(self, args: Mapping[str, str]) -> None:
+        self.card, params = model_card(args)
+        self.model = args.get("model_name", "preprocess")
+        self.flip = params.get(PARAM_FLIP) == "1"
+        self.max_persons = int(params.get(PARAM_MAX_PERSONS) or 0)
+        c = self.card
+        self.pipeline = TopDownPipeline(dict(image_size=list(c.input_size), heatmap_size=list(c.heatmap_size),
+                                             mean=c.mean, std=c.std, flip_pairs=c.flip_pairs))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        handle = self._top_down if self.card.task == "top-down" else self._bottom_up
+        return respond(requests, handle, self.model)
+
+    def _image(self, request: Any) -> np.ndarray:
+        data = input_array(request, IMAGE, np.uint8, required=False)
+        if data is None:
+            raise RequestError(f"input {IMAGE!r} is missing: send the image file's bytes as UINT8 [-1]")
+        return decode_rgb(data, source=f"input {IMAGE!r}")
+
+    def _top_down(self, request: Any) -> dict[str, np.ndarray]:
+        img = self._image(request)
+        boxes = input_array(request, BOXES, np.float64, required=False)
+        cs = input_array(request, CENTER_SCALE, np.float64, required=False)
+        if (boxes is None) == (cs is None):
+            raise RequestError(f"send the persons as {BOXES!r} (x, y, w, h, score per row) or as {CENTER_SCALE!r} "
+                               f"(centre x, y, scale w, h, score), one of the two")
+        rows = boxes if boxes is not None else cs
+        name = BOXES if boxes is not None else CENTER_SCALE
+        if len(rows) == 0:
+            raise RequestError(f"{name!r} holds no person: send at least one row")
+        if self.max_persons and len(rows) > self.max_persons:
+            crops = "crops with the flip test, " if self.flip else "crops, "
+            raise RequestError(f"{len(rows)} persons in one request need {len(rows) * (2 if self.flip else 1)} "
+                               f"{crops}more than the network's max_batch_size allows: send at most "
+                               f"{self.max_persons} per request (the srpose client splits them)")
+        if boxes is not None:
+            centers, scales = boxes_to_center_scale(boxes, img.shape[:2], self.card.input_size)
+        else:
+            centers, scales = _checked_center_scale(cs)
+        crops = np.stack([self.pipeline(img, dict(center=c, scale=s))["img"] for c, s in zip(centers, scales)])
+        if self.flip:  # the mirrored crops after the crops, as the evaluator's host flip test feeds them
+            crops = np.concatenate([crops, np.ascontiguousarray(crops[..., ::-1])])
+        return {self.card.input_name: crops.astype(np.float32), CENTER: centers, SCALE: scales,
+                BOX_SCORE: rows[:, 4].astype(np.float32)}
+
+    def _bottom_up(self, request: Any) -> dict[str, np.ndarray]:
+        img = self._image(request)
+        resized, center, scale = resize_align(img, int(self.card.input_size[0]))
+        x = normalize_image(resized, self.card.mean, self.card.std)[None]
+        return {self.card.input_name: x.astype(np.float32), CENTER: np.asarray(center, np.float64),
+                SCALE: np.asarray(scale, np.float64)}
+
+
+def _checked_center_scale(cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    for i, (cx, cy, sx, sy) in enumerate(np.asarray(cs, dtype=np.float64)[:, :4]):
+        if not np.isfinite([cx, cy, sx, sy]).all() or sx <= 0 or sy <= 0:
+            raise RequestError(f"{CENTER_SCALE!r} row {i} ({cx:g}, {cy:g}, {sx:g}, {sy:g}) must be finite with "
+                               "scales > 0")
+    return cs[:, 0:2].astype(np.float32), cs[:, 2:4].astype(np.float32)

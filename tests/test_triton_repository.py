@@ -1,0 +1,250 @@
+"""`srpose triton` without a server: the repository (configs, batching, flip rules, engines and their containers),
+the srpose code copied into it, and its python-backend models run torch-free beside the evaluator's pipeline."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _export_utils import cached_export
+from srpose.card import read_card, write_sidecar
+from srpose.cli import main
+from srpose.serve.compat import TRITON_CONTAINERS, containers_for_tensorrt, tensorrt_compatibility
+from srpose.serve.environment import requirements
+from srpose.serve.repository import RepositoryOptions, write_repository
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def td_onnx() -> Path:
+    return cached_export("hrnet", "sr", batch=(1, 8, 32))[0]
+
+
+@pytest.fixture(scope="module")
+def bu_onnx() -> Path:
+    return cached_export("bottom-up", "sr", decode=True, flip=True)[0]
+
+
+def _config(repo: Path, model: str) -> str:
+    return (repo / model / "config.pbtxt").read_text()
+
+
+def test_top_down_repository_layout_and_configs(td_onnx: Path, tmp_path: Path) -> None:
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    repo = Path(rep.repo)
+    name = rep.ensemble
+    assert rep.models == {"ensemble": name, "preprocess": f"{name}_preprocess", "network": f"{name}_network",
+                          "postprocess": f"{name}_postprocess"}
+    assert (rep.max_batch_size, rep.preferred_batch_sizes, rep.server_flip, rep.max_persons) == (32, [8, 32], True, 16)
+    net = _config(repo, f"{name}_network")
+    assert 'backend: "python"' in net and "max_batch_size: 32" in net and "preferred_batch_size: [ 8, 32 ]" in net
+    assert "max_queue_delay_microseconds: 2000" in net and "instance_group [ { count: 1 kind: KIND_CPU } ]" in net
+    assert 'dims: [ 3, 64, 64 ]' in net and 'dims: [ 17, 64, 64 ]' in net
+    ens = _config(repo, name)
+    assert 'platform: "ensemble"' in ens and ens.count("optional: true") == 3
+    assert '"BOXES" data_type: TYPE_FP64 dims: [ -1, 5 ]' in ens and '"KEYPOINTS" data_type: TYPE_FP32' in ens
+    for role in ("preprocess", "postprocess", "network"):
+        version = repo / f"{name}_{role}" / "1"
+        assert (version / "model.py").is_file() and (version / "srpose" / "_vendored.json").is_file()
+    assert (repo / f"{name}_network" / "1" / "model.onnx").read_bytes() == td_onnx.read_bytes()
+    assert "onnxruntime" in (repo / "requirements.txt").read_text()
+    readme = (repo / "README.md").read_text()
+    assert "srpose serve" in readme and "nvcr.io/nvidia/tritonserver" in readme and name in readme
+    manifest = json.loads((repo / f"{name}_postprocess" / "1" / "srpose" / "_vendored.json").read_text())
+    assert "srpose.codecs.srpose_cell" in manifest["modules"] and "srpose.tasks._rescore" in manifest["modules"]
+    assert not any(m.startswith(("srpose.models", "srpose.train", "srpose.export")) for m in manifest["modules"])
+    assert "srpose.codecs._heatmap_torch" in manifest["left_out_torch"]
+
+
+def test_onnxruntime_runtime_and_name_clash(td_onnx: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    rep = write_repository(td_onnx, RepositoryOptions(out=repo, flip=False, max_queue_delay_us=500, instances=2))
+    net = _config(repo, rep.models["network"])
+    assert 'platform: "onnxruntime_onnx"' in net and "count: 2" in net and "max_queue_delay_microseconds: 500" in net
+    assert not (repo / rep.models["network"] / "1" / "model.py").exists()
+    assert (rep.server_flip, rep.max_persons) == (False, 32)
+    with pytest.raises(ValueError, match="--force"):
+        write_repository(td_onnx, RepositoryOptions(out=repo))
+    write_repository(td_onnx, RepositoryOptions(out=repo, force=True, name="other"))
+    assert {m["ensemble"] for m in json.loads((repo / "srpose_models.json").read_text())["models"]} == \
+        {rep.ensemble, "other"}
+    with pytest.raises(ValueError, match="python-onnxruntime runs ONNX Runtime on the CPU"):
+        write_repository(td_onnx, RepositoryOptions(out=repo, runtime="python-onnxruntime", device="gpu"))
+
+
+def test_bottom_up_needs_the_decoded_graph(bu_onnx: Path, tmp_path: Path) -> None:
+    rep = write_repository(bu_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    assert (rep.task, rep.server_flip, rep.flip_in_graph, rep.max_persons, rep.max_batch_size) == \
+        ("bottom-up", False, True, None, 4)
+    net = _config(Path(rep.repo), rep.models["network"])
+    assert "dims: [ 3, -1, -1 ]" in net and '"tags" data_type: TYPE_FP32 dims: [ 17, -1, -1, 2 ]' in net
+    raw = cached_export("bottom-up", "sr")[0]
+    with pytest.raises(ValueError, match="--decode"):
+        write_repository(raw, RepositoryOptions(out=tmp_path / "raw"))
+    with pytest.raises(ValueError, match="export it without --flip"):
+        write_repository(bu_onnx, RepositoryOptions(out=tmp_path / "x", flip=False))
+
+
+def test_engine_repository_names_its_triton_containers(td_onnx: Path, tmp_path: Path, capsys) -> None:
+    """A TensorRT engine (a stand-in file with a real sidecar): tensorrt_plan on the GPU, and the containers whose
+    TensorRT built it."""
+    card = read_card(td_onnx)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    io = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, 64, 64]}],
+          "outputs": [{"name": "heatmaps", "dtype": "float32", "shape": [-1, 17, 64, 64]}]}
+    write_sidecar(engine, card.replace(engine={"tensorrt_version": "10.5.0.18", **io}))
+    assert main(["triton", str(engine), "--out", str(tmp_path / "repo")]) == 0
+    out = capsys.readouterr().out
+    assert "24.10 (Triton 2.51.0)" in out and "nvcr.io/nvidia/tritonserver:24.10-py3" in out
+    net = _config(tmp_path / "repo", f"{card.model_name}_network")
+    assert 'platform: "tensorrt_plan"' in net and "kind: KIND_GPU" in net
+    assert (tmp_path / "repo" / f"{card.model_name}_network" / "1" / "model.plan").read_bytes() == b"plan"
+    assert "onnxruntime" not in (tmp_path / "repo" / "requirements.txt").read_text()
+    assert main(["triton", str(engine), "--out", str(tmp_path / "r2"), "--device", "cpu"]) == 2
+    assert "GPU" in capsys.readouterr().err
+
+
+def test_tensorrt_container_table() -> None:
+    assert containers_for_tensorrt("10.8.0.43") == ["25.01", "25.02"]
+    assert containers_for_tensorrt("10.3.0") == ["24.08"]
+    assert containers_for_tensorrt("9.9.9") == []
+    assert all(r[1].startswith("10.") for r in TRITON_CONTAINERS.values())
+    assert "no Triton container" in tensorrt_compatibility("11.0.0.1")["message"]
+    with pytest.raises(ValueError, match="version number"):
+        containers_for_tensorrt("ten")
+
+
+def test_server_requirements_are_minimal() -> None:
+    assert [r.split(">=")[0] for r in requirements("tensorrt")] == ["numpy", "opencv-python-headless"]
+    assert "onnxruntime>=1.16" in requirements("python-onnxruntime")
+    assert all("==" in r for r in requirements("python-onnxruntime", pin=True))
+
+
+def test_cli_errors_name_the_fix(tmp_path: Path, capsys) -> None:
+    assert main(["triton", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "m.onnx"
+    shutil.copy(cached_export("hrnet", "sr")[0], bad)
+    assert main(["triton", str(bad), "--out", str(tmp_path / "r"), "--runtime", "tensorrt"]) == 2
+    assert "TensorRT engines" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ models, torch-free
+_RUN_MODELS = r"""
+import json, sys
+from pathlib import Path
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+sys.path.insert(0, sys.argv[1])                       # the fake triton_python_backend_utils
+repo, name, image, boxes = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), json.loads(sys.argv[5])
+import numpy as np
+import triton_python_backend_utils as pb
+import importlib.util
+
+def load(role):
+    version = repo / f"{name}_{role}" / "1"
+    for m in [m for m in sys.modules if m == "srpose" or m.startswith("srpose.")]:
+        del sys.modules[m]
+    spec = importlib.util.spec_from_file_location(f"model_{role}", version / "model.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    model = mod.TritonPythonModel()
+    cfg = {"parameters": {}}
+    for line in (version.parent / "config.pbtxt").read_text().splitlines():
+        if line.startswith("parameters"):
+            key = line.split('key: "')[1].split('"')[0]
+            val = line.split('string_value: "', 1)[1].rsplit('" }', 1)[0]
+            cfg["parameters"][key] = {"string_value": val.encode().decode("unicode_escape")}
+    model.initialize({"model_config": json.dumps(cfg), "model_name": f"{name}_{role}",
+                      "model_repository": str(version.parent), "model_version": "1"})
+    files = {m.__file__ for n, m in sys.modules.items() if n.startswith("srpose") and getattr(m, "__file__", None)}
+    assert all(f.startswith(str(version)) for f in files), sorted(f for f in files if not f.startswith(str(version)))
+    return model
+
+def run(model, tensors):
+    (resp,) = model.execute([pb.InferenceRequest([pb.Tensor(k, v) for k, v in tensors.items()])])
+    if resp.has_error():
+        return {"error": resp.error().message()}
+    return {k: resp.output(k) for k in resp.output_names()}
+
+pre, net, post = load("preprocess"), load("network"), load("postprocess")
+data = np.frombuffer(image.read_bytes(), np.uint8)
+a = run(pre, {"IMAGE": data, "BOXES": np.array(boxes, np.float64)})
+b = run(net, {"input": a["input"]})
+c = run(post, {"heatmaps": b["heatmaps"], "CENTER": a["CENTER"], "SCALE": a["SCALE"], "BOX_SCORE": a["BOX_SCORE"]})
+errors = [run(pre, {"IMAGE": data[:100], "BOXES": np.array(boxes, np.float64)})["error"],
+          run(pre, {"IMAGE": data, "BOXES": np.zeros((0, 5))})["error"],
+          run(pre, {"IMAGE": data, "BOXES": np.array([[5000, 10, 50, 80, 1.0]])})["error"],
+          run(pre, {"BOXES": np.array(boxes, np.float64)})["error"]]
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+np.savez(sys.argv[6], crops=a["input"], keypoints=c["KEYPOINTS"], scores=c["SCORES"])
+print(json.dumps(errors))
+"""
+
+
+def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tmp_path: Path,
+                                                               coco_sample: dict) -> None:
+    """The repository's pre-processing, network and post-processing, loaded as the server loads them (model.py,
+    the srpose copy beside it) in a process without torch, give the evaluator's crops and keypoints; bad requests
+    get errors naming the problem."""
+    from srpose.codecs import codec_from_dict
+    from srpose.data.transforms import TopDownPipeline, box_to_center_scale, read_rgb
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+    from srpose.tasks._rescore import rescore
+
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
+    image = Path(coco_sample["images"]) / "000000196141.jpg"
+    boxes = [[120.5, 40.25, 150.0, 300.0, 0.9], [300.0, 60.0, 110.0, 260.0, 0.7]]
+    run = subprocess.run([sys.executable, "-c", _RUN_MODELS, str(fake), rep.repo, rep.ensemble, str(image),
+                          json.dumps(boxes), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    for err, want in zip(errors, ("cannot decode", "holds no person", "lies outside the", "'IMAGE' is missing")):
+        assert want in err, errors
+    got = np.load(tmp_path / "out.npz")
+    card = read_card(td_onnx)
+    pipe = TopDownPipeline(dict(image_size=list(card.input_size), heatmap_size=list(card.heatmap_size),
+                                mean=card.mean, std=card.std, flip_pairs=card.flip_pairs))
+    img = read_rgb(image)
+    cs = [box_to_center_scale(*b[:4], card.input_size) for b in boxes]
+    crops = np.stack([pipe(img, dict(center=c, scale=s))["img"] for c, s in cs])
+    np.testing.assert_array_equal(got["crops"], np.concatenate([crops, crops[..., ::-1]]))
+    be = OnnxRuntimeBackend(td_onnx)
+    codec = codec_from_dict(card.codec)
+    heat = codec.flip_merge(be.infer(crops)["heatmaps"], be.infer(np.ascontiguousarray(crops[..., ::-1]))["heatmaps"])
+    xy, score = codec.decode_to_image(heat, np.stack([c for c, _ in cs]), np.stack([s for _, s in cs]))
+    np.testing.assert_array_equal(got["keypoints"][..., :2], xy)
+    np.testing.assert_array_equal(got["keypoints"][..., 2], score[..., 0])
+    want = [rescore(k, b[4], 0.2) for k, b in zip(got["keypoints"], boxes)]
+    np.testing.assert_allclose(got["scores"], want, rtol=1e-6)
+
+
+def test_serving_modules_import_without_torch() -> None:
+    code = textwrap.dedent("""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        import srpose.serve.preprocess, srpose.serve.postprocess, srpose.serve.network, srpose.serve.repository
+        import srpose.serve.server, srpose.serve.compat, srpose.serve.vendor, srpose.engines.triton_client
+        import srpose.tasks.served
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
