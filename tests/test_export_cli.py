@@ -255,23 +255,3 @@ def test_bench_cli_bottom_up_sizes_and_torch(bu: dict, tiny: dict, tmp_path: Pat
         assert [r["batch"] for r in rows] == [1] and rows[0]["input_shape"] == [1, 3, 64, 128]  # batch 1, W x H
     # a fixed-size (top-down) model has no --input-size
     assert cli_main(["bench", str(tiny["top-down"]["cfg"]), "--input-size", "128x64"] + common) == 2
-
-
-def test_parity_cli_bottom_up(bu: dict, coco_sample: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "parity.json"
-    md = tmp_path / "parity.md"
-    args = ["parity", str(bu["cfg"]), "--checkpoint", str(bu["ckpt"]), "--models", str(bu["raw"]),
-            str(bu["dec"]), "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--quiet",
-            "--threads", "1", "--workers", "0", "--json", str(out), "--markdown", str(md), "--max-ap-drop", "0.01"]
-    assert cli_main(args) == 0
-    report = json.loads(out.read_text())
-    assert report["task"] == "bottom-up" and report["unit"] == "image" and report["items"] == report["images"] == 4
-    assert report["failed"] == []
-    assert [m["name"] for m in report["models"]] == ["tiny_bu.fp32.onnx", "tiny_bu_dec.fp32.onnx"]
-    assert report["models"][1]["output_kind"] == "bottomup_candidates"
-    for m in report["models"]:
-        assert abs(m["delta"]["AP"]) <= 0.01 and m["output_error"]["max_abs"] < 1e-3
-        assert m["mean_kpt_px"] is None  # no per-person keypoints to compare bottom-up
-    text = md.read_text()
-    assert "### Parity: tiny_bu (coco, bottom-up, 4 images" in text and "| tiny_bu_dec.fp32.onnx | fp32 |" in text
-    assert cli_main(args[:-2] + ["--det", str(coco_sample["det"])]) == 2  # no person boxes in bottom-up

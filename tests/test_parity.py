@@ -35,10 +35,8 @@ def files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         fp32, model, cfg = cached_export("hrnet", "srpose")
         both, _, _ = cached_export("hrnet", "srpose", decode=True, flip=True)
     else:
-        cfg = tiny_bottom_up_config()
-        model = tiny_model(cfg)
-        fp32 = export_onnx(model, cfg, d / "bu.fp32.onnx")
-        both = export_onnx(model, cfg, d / "bu-decode.fp32.onnx", decode=True, flip=True)
+        fp32, model, cfg = cached_export("bottom-up", "sr")
+        both, _, _ = cached_export("bottom-up", "sr", decode=True, flip=True)
     convert_fp16(fp32, d / "m.fp16.onnx")
     (d / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     save_checkpoint(model, d / "m.pth")
@@ -128,15 +126,22 @@ def test_probe_counts_items_not_host_flip_passes() -> None:
 
 def test_parity_cli(files: dict, coco_sample: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     d = files["dir"]
+    kind = files["kind"]
     argv = ["parity", str(d / "cfg.json"), "--checkpoint", str(d / "m.pth"), "--models", str(files["fp32"]),
-            "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--batch", "8",
-            "--workers", "0", "--quiet", "--max-ap-drop", "0", "--json", str(tmp_path / "p.json"),
+            str(files["both"]), "--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]),
+            "--batch", "8", "--workers", "0", "--quiet", "--max-ap-drop", "0", "--json", str(tmp_path / "p.json"),
             "--markdown", str(tmp_path / "p.md"), "--plot", str(tmp_path / "p.png")]
-    assert cli_main(argv + (["--gt-bbox"] if files["kind"] == "top-down" else [])) == 0, capsys.readouterr().err
+    assert cli_main(argv + (["--gt-bbox"] if kind == "top-down" else [])) == 0, capsys.readouterr().err
     rep = json.loads((tmp_path / "p.json").read_text())
-    assert rep["failed"] == [] and rep["max_ap_drop"] == 0 and len(rep["models"]) == 1
-    assert rep["task"] == files["kind"] and rep["unit"] == UNIT[files["kind"]]
-    assert (tmp_path / "p.md").read_text().startswith("### Parity") and (tmp_path / "p.png").stat().st_size > 0
+    assert rep["failed"] == [] and rep["max_ap_drop"] == 0 and len(rep["models"]) == 2
+    assert rep["task"] == kind and rep["unit"] == UNIT[kind] and rep["items"] == len(_dataset(files, coco_sample)[1])
+    assert rep["models"][1]["output_kind"] == DECODED_KIND[kind]
+    assert all((m["mean_kpt_px"] is None) == (kind == "bottom-up") for m in rep["models"])
+    text = (tmp_path / "p.md").read_text()
+    assert text.startswith(f"### Parity: {files['cfg'].name} (coco, {kind}, ") and (tmp_path / "p.png").stat().st_size
+    assert f"| {Path(files['both']).name} | fp32 |" in text
+    if kind == "bottom-up":  # whole images: person boxes are refused
+        assert cli_main(argv + ["--det", str(coco_sample["det"])]) == 2
 
 
 def test_parity_rejects_mixed_input_sizes_and_tasks(files: dict, coco_sample: dict, tmp_path: Path,

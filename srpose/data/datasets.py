@@ -116,8 +116,16 @@ class TopDownDataset(Dataset):
         return self._rng
 
     def read_image(self, idx: int) -> np.ndarray:
-        """RGB uint8 image (H x W x 3) of record ``idx``."""
-        return read_rgb(Path(self.img_dir) / self.records[idx]["image_file"])
+        """RGB uint8 image (H x W x 3, read-only) of record ``idx``. The last image read is kept: the persons of
+        one image are consecutive records, so an image is decoded once, not once per person."""
+        name = self.records[idx]["image_file"]
+        cached = getattr(self, "_last_image", None)
+        if cached is not None and cached[0] == name:
+            return cached[1]
+        img = read_rgb(Path(self.img_dir) / name)
+        img.flags.writeable = False  # shared by the persons of the image: the pipeline must not write into it
+        self._last_image = (name, img)
+        return img
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         rec = self.records[idx]
