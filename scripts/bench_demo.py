@@ -50,6 +50,10 @@ def _epoch_aps(train_log: Path) -> list[float]:
     return [r["metrics"]["AP"] for r in recs if r.get("mode") == "epoch" and "AP" in r.get("metrics", {})]
 
 
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
 def section(demo_dir: Path, wall_s: float | None, meta: dict[str, Any]) -> str:
     """The Markdown section for the demo output in ``demo_dir``."""
     summary = json.loads((demo_dir / "summary.json").read_text())
@@ -60,7 +64,7 @@ def section(demo_dir: Path, wall_s: float | None, meta: dict[str, Any]) -> str:
              "`scripts/bench_demo.py` runs `srpose demo` (its defaults: 4,000 generated single-person training "
              "images of 192x160, the `res18w16_srpose_coco_96x64` preset, 6 epochs) in a fresh process and "
              "publishes its `summary.json` and `parity.json`. The validation set is generated too "
-             f"({parity['persons']} persons, GT boxes, flip test {'on' if parity['flip'] else 'off'}); every "
+             f"({parity['items']} {parity['unit']}s, GT boxes, flip test {'on' if parity['flip'] else 'off'}); every "
              "exported graph runs in ONNX Runtime on the CPU, exactly as `srpose build` would hand it to TensorRT. "
              "ΔAP is in AP points (1.0 = 0.01 AP), against the PyTorch FP32 model on the same crops.", "",
              f"Measured {meta['date']}, Python {meta['python']}, torch {meta['torch']}, "
@@ -68,14 +72,14 @@ def section(demo_dir: Path, wall_s: float | None, meta: dict[str, Any]) -> str:
     aps = _epoch_aps(demo_dir / "train" / "train_log.jsonl")
     if aps:
         lines += [f"Validation AP after each epoch: {', '.join(f'{a:.3f}' for a in aps)}.", ""]
-    lines += ["| model | precision | AP | ΔAP (points) | AR | kpt err (px) | persons/s (CPU) |",
+    lines += [f"| model | precision | AP | ΔAP (points) | AR | kpt err (px) | {parity['unit']}s/s (CPU) |",
               "|---|---|---:|---:|---:|---:|---:|",
               f"| PyTorch | fp32 | {ref:.4f} | - | {parity['reference']['metrics'].get('AR', float('nan')):.4f} | - | "
-              f"{parity['reference'].get('persons_per_s') or float('nan'):.0f} |"]
+              f"{_num(parity['reference'].get('items_per_s'), '.0f')} |"]
     for m in parity["models"]:
         lines.append(f"| {m['name']} | {m['precision']} | {m['metrics'][key]:.4f} | {100 * m['delta'][key]:+.2f} | "
-                     f"{m['metrics'].get('AR', float('nan')):.4f} | {m['mean_kpt_px']:.3f} | "
-                     f"{m.get('persons_per_s') or float('nan'):.0f} |")
+                     f"{m['metrics'].get('AR', float('nan')):.4f} | {_num(m['mean_kpt_px'], '.3f')} | "
+                     f"{_num(m.get('items_per_s'), '.0f')} |")
     lines += ["", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in summary["seconds"].items() if k != "total"]
     lines += [f"| demo (in process) | {summary['seconds']['total']:.0f} |"]

@@ -90,6 +90,22 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(parity["models"]) == 3  # fp32, int8, decode graph
     fp32 = next(m for m in parity["models"] if m["name"].endswith(".fp32.onnx") and "decode" not in m["name"])
     assert fp32["output_error"]["max_abs"] <= 1e-4 * max(1e-6, fp32["output_error"]["ref_max_abs"]) + 1e-6
+    # scripts/bench_demo.py publishes exactly these files: its reader must follow their schema
+    text = _bench_demo().section(out, 12.0, dict(date="d", python="p", torch="t", cpus=2, machine="m", load="l"))
+    assert f"({parity['items']} persons, GT boxes, flip test on)" in text
+    rows = [r for r in text.splitlines() if r.startswith(f"| {summary['model']}") and ".onnx |" in r]
+    assert len(rows) == 3 and all(r.count("|") == 8 and "nan" not in r for r in rows), rows
+    assert "| whole demo process (2 CPU cores) | 12 s | < 600 s | yes |" in text
+
+
+def _bench_demo():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_demo.py"
+    spec = importlib.util.spec_from_file_location("bench_demo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.mark.parametrize("argv, match", [(["--val-size", "0"], "--val-size must be >= 1"),
