@@ -65,9 +65,10 @@ def request_set(task: Any, dataset: Any, max_persons: int, n: int = 25) -> list[
     return out
 
 
-def mpii_graph(dst: Path, seed: int = 0) -> Path:
-    """A small MPII top-down graph with its card (16 joints, 64x64 crops -> 16x16 heatmaps: one strided
-    convolution, random weights, then a softmax-free positive map): MPII records have centre/scale, no box."""
+def tiny_graph(dst: Path, dataset: str, seed: int = 0) -> Path:
+    """A small top-down graph of ``dataset``'s joints with its card (64x64 crops -> 16x16 heatmaps: one strided
+    convolution, random weights, then a softmax-free positive map). MPII records have centre/scale, no box;
+    CrowdPose has 14 joints and its own AP (easy/medium/hard)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -75,16 +76,17 @@ def mpii_graph(dst: Path, seed: int = 0) -> Path:
     from srpose.config import PoseConfig, make_data_cfg
     from srpose.tasks import task_for
 
-    cfg = PoseConfig(name="tiny_mpii", model=dict(type="TopDown", test_cfg=dict(
+    cfg = PoseConfig(name=f"tiny_{dataset}", model=dict(type="TopDown", test_cfg=dict(
         flip_test=True, shift_heatmap=True, post_process="default", modulate_kernel=11)),
-        data=make_data_cfg("mpii", image_size=(64, 64), heatmap_size=(16, 16), sigma=2, decoder="simple"))
+        data=make_data_cfg(dataset, image_size=(64, 64), heatmap_size=(16, 16), sigma=2, decoder="simple"))
     task = task_for(cfg)
-    w = np.random.default_rng(seed).standard_normal((16, 3, 4, 4)).astype(np.float32) * 0.3
+    k = cfg.data["num_joints"]
+    w = np.random.default_rng(seed).standard_normal((k, 3, 4, 4)).astype(np.float32) * 0.3
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 64, 64])
-    y = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", 16, 16, 16])
+    y = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, ["batch", k, 16, 16])
     nodes = [helper.make_node("Conv", ["input", "w"], ["c"], strides=[4, 4]),
              helper.make_node("Sigmoid", ["c"], ["heatmaps"])]
-    graph = helper.make_graph(nodes, "tiny_mpii", [x], [y], [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(nodes, f"tiny_{dataset}", [x], [y], [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     card_to_onnx(model, task.make_card(decode=False, flip=False, batch=(1, 8, 32), opset=17))
     onnx.save(model, str(dst))

@@ -2,8 +2,8 @@
 the CPU; `make serve-deps` installs it, the tests skip without it): started with `srpose serve` on free loopback
 ports, with a top-down and a bottom-up repository written by `srpose triton --runtime python-onnxruntime`.
 
-- parity: AP (PCKh) and keypoints through the server equal `srpose eval --backend onnxruntime` on the COCO
-  (MPII) sample;
+- parity: AP (PCKh) and keypoints through the server equal `srpose eval --backend onnxruntime` on the COCO,
+  CrowdPose (MPII) samples;
 - load: 8 concurrent clients x 25 requests, all answered once, as sequential requests, merged by the batcher;
 - bad requests: clear errors, and the server goes on serving;
 - the CLI: eval, bench and parity with a Triton URL; `srpose serve` stops cleanly on SIGINT/SIGTERM.
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from _export_utils import cached_export
-from _triton_utils import mean_pose_graph, mpii_graph, request_set, server_python
+from _triton_utils import mean_pose_graph, request_set, server_python, tiny_graph
 from conftest import shared_path
 from srpose.cli import main
 
@@ -77,12 +77,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     td = mean_pose_graph(td_src, root / "td.onnx", td_task, gt, weight=0.02)
     bu = cached_export("bottom-up", "sr", decode=True, flip=True)[0]
     mpii_dir = shared_path("data", "mpii")
-    mpii_src = mpii_graph(root / "mpii_src.onnx")
+    mpii_src = tiny_graph(root / "mpii_src.onnx", "mpii")
     mpii_task = task_of_backend(open_backend(mpii_src))
     mpii_ds = mpii_task.dataset(mpii_dir / "test_mpii.json", mpii_dir)
     mpii = mean_pose_graph(mpii_src, root / "mpii.onnx", mpii_task, mpii_ds, weight=0.02)
+    cp_dir = shared_path("data", "crowdpose")
+    cp_src = tiny_graph(root / "crowdpose_src.onnx", "crowdpose")
+    cp_task = task_of_backend(open_backend(cp_src))
+    cp = mean_pose_graph(cp_src, root / "crowdpose.onnx", cp_task,
+                         cp_task.dataset(cp_dir / "test_crowdpose.json", cp_dir, gt_bbox=True), weight=0.02)
     repo = root / "repo"
-    for f in (td, bu, mpii):
+    for f in (td, bu, mpii, cp):
         assert main(["triton", str(f), "--out", str(repo), "--runtime", "python-onnxruntime"]) == 0
     log = root / "tritonserver.log"
     failed = request.session.testsfailed
@@ -92,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     bu_task = task_of_backend(open_backend(bu))
     yield dict(http=http, grpc=grpc, repo=repo, log=log, td=td, bu=bu, td_task=td_task, bu_task=bu_task,
                td_name=td_task.cfg.name, bu_name=bu_task.cfg.name, coco=coco, python=python, start_s=start_s,
-               mpii=mpii, mpii_task=mpii_task, mpii_ds=mpii_ds)
+               mpii=mpii, mpii_task=mpii_task, mpii_ds=mpii_ds, cp=cp, cp_task=cp_task, cp_dir=cp_dir)
     code = _stop(proc, signal.SIGTERM)
     if request.session.testsfailed > failed:
         warnings.warn(f"a Triton server test failed: the server's log is kept at {log}", stacklevel=1)
@@ -161,6 +166,23 @@ def test_mpii_pckh_through_the_server_equals_onnxruntime(served: dict[str, Any])
     with open_backend(f"{s['grpc']}/{task.cfg.name}") as remote:
         got = evaluate(task, remote, ds, EvalOptions(progress=False))
     assert got.metrics == want.metrics and want.metrics["Mean"] > 0
+    np.testing.assert_array_equal(got.keypoints, want.keypoints)
+
+
+def test_crowdpose_ap_through_the_server_equals_onnxruntime(served: dict[str, Any]) -> None:
+    """CrowdPose (14 joints, AP easy/medium/hard) with its detections: the same AP and keypoints as the
+    evaluator's."""
+    from srpose.engines import open_backend
+    from srpose.eval.evaluator import EvalOptions, evaluate
+
+    s, task, d = served, served["cp_task"], served["cp_dir"]
+    ds = task.dataset(d / "test_crowdpose.json", d, det=d / "test_crowdpose_det_AP_40.json")
+    want = evaluate(task, open_backend(s["cp"]), ds, EvalOptions(progress=False, workers=0))
+    with open_backend(f"{s['grpc']}/{task.cfg.name}") as remote:
+        got = evaluate(task, remote, ds, EvalOptions(progress=False, concurrency=2))
+    assert got.num_persons == want.num_persons == len(ds) > 0
+    assert got.metrics == want.metrics and want.metrics["AP"] > 0, (got.metrics, want.metrics)
+    assert {"AP_E", "AP_M", "AP_H"} <= set(want.metrics), want.metrics
     np.testing.assert_array_equal(got.keypoints, want.keypoints)
 
 
