@@ -91,3 +91,17 @@ def tiny_graph(dst: Path, dataset: str, seed: int = 0) -> Path:
     card_to_onnx(model, task.make_card(decode=False, flip=False, batch=(1, 8, 32), opset=17))
     onnx.save(model, str(dst))
     return dst
+
+
+def fake_engine(onnx: Path, dst: Path, tensorrt_version: str = "10.5.0.18") -> Path:
+    """A stand-in TensorRT engine file at ``dst`` with a real sidecar: the card of the exported ``onnx``, the I/O an
+    engine of it has, and the TensorRT version that "built" it."""
+    from srpose.card import read_card, write_sidecar
+
+    card = read_card(onnx)
+    dst.write_bytes(b"plan")
+    k, (w, h) = card.num_joints, card.heatmap_size
+    io = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, *card.input_size[::-1]]}],
+          "outputs": [{"name": card.output_names[0], "dtype": "float32", "shape": [-1, k, h, w]}]}
+    write_sidecar(dst, card.replace(engine={"tensorrt_version": tensorrt_version, **io}))
+    return dst

@@ -13,24 +13,12 @@ from typing import Any
 import pytest
 
 from _export_utils import cached_export
-from srpose.card import read_card, write_sidecar
+from _triton_utils import fake_engine
 from srpose.serve.repository import RepositoryOptions, write_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient is not installed: run `make serve-deps`")
 text_format = pytest.importorskip("google.protobuf.text_format")
-
-
-def _engine(onnx: Path, tmp: Path) -> Path:
-    """A stand-in engine file with a real sidecar (the card of ``onnx``, the I/O an engine of it has)."""
-    card = read_card(onnx)
-    engine = tmp / f"{onnx.stem}.engine"
-    engine.write_bytes(b"plan")
-    k, (w, h) = card.num_joints, card.heatmap_size
-    io = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, *card.input_size[::-1]]}],
-          "outputs": [{"name": card.output_names[0], "dtype": "float32", "shape": [-1, k, h, w]}]}
-    write_sidecar(engine, card.replace(engine={"tensorrt_version": "10.5.0.18", **io}))
-    return engine
 
 
 CASES = {
@@ -39,7 +27,7 @@ CASES = {
     "top-down, onnxruntime_onnx, no server flip": lambda tmp: (cached_export("hrnet", "sr", batch=(1, 8, 32))[0],
                                                                 dict(flip=False, instances=2)),
     "top-down decoded, onnxruntime_onnx": lambda tmp: (cached_export("hrnet", "sr", decode=True, flip=True)[0], {}),
-    "top-down, tensorrt_plan": lambda tmp: (_engine(cached_export("hrnet", "sr", batch=(1, 8, 32))[0], tmp), {}),
+    "top-down, tensorrt_plan": lambda tmp: (fake_engine(cached_export("hrnet", "sr", batch=(1, 8, 32))[0], tmp / "m.engine"), {}),
     "bottom-up decoded, onnxruntime_onnx": lambda tmp: (cached_export("bottom-up", "sr", decode=True, flip=True)[0],
                                                         {}),
     "bottom-up decoded, python-onnxruntime": lambda tmp: (

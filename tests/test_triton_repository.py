@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from _export_utils import cached_export
-from srpose.card import read_card, write_sidecar
+from _triton_utils import fake_engine
+from srpose.card import read_card
 from srpose.cli import main
 from srpose.serve.compat import TRITON_CONTAINERS, containers_for_tensorrt, tensorrt_compatibility
 from srpose.serve.environment import requirements
@@ -96,11 +97,7 @@ def test_engine_repository_names_its_triton_containers(td_onnx: Path, tmp_path: 
     """A TensorRT engine (a stand-in file with a real sidecar): tensorrt_plan on the GPU, and the containers whose
     TensorRT built it."""
     card = read_card(td_onnx)
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"plan")
-    io = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, 64, 64]}],
-          "outputs": [{"name": "heatmaps", "dtype": "float32", "shape": [-1, 17, 64, 64]}]}
-    write_sidecar(engine, card.replace(engine={"tensorrt_version": "10.5.0.18", **io}))
+    engine = fake_engine(td_onnx, tmp_path / "m.engine")
     assert main(["triton", str(engine), "--out", str(tmp_path / "repo")]) == 0
     out = capsys.readouterr().out
     assert "24.10 (Triton 2.51.0)" in out and "nvcr.io/nvidia/tritonserver:24.10-py3" in out
