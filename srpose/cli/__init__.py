@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(_entry(args.command, "run")(args) or 0)
+    except BrokenPipeError:  # the reader left (`srpose list | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141  # 128 + SIGPIPE
     except (FileNotFoundError, ValueError, PermissionError, RuntimeError) as e:
         print(f"srpose {args.command}: error: {e}", file=sys.stderr)
         return 2
