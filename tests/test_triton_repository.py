@@ -119,6 +119,28 @@ def test_tensorrt_container_table() -> None:
         containers_for_tensorrt("ten")
 
 
+def test_serve_refuses_models_whose_backend_the_server_lacks(td_onnx: Path, tmp_path: Path) -> None:
+    """The nvidia-pytriton server has the python backend only: an onnxruntime_onnx or tensorrt_plan network is
+    refused before the server starts, naming the model and the fix."""
+    from srpose.serve.server import ServerInstall, check_backends, repository_backends
+
+    (tmp_path / "backends" / "python").mkdir(parents=True)
+    bundled = ServerInstall(binary=tmp_path / "tritonserver", source="nvidia-pytriton", python={},
+                            backends=tmp_path / "backends")
+    ort = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "ort"))
+    py = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "py", runtime="python-onnxruntime"))
+    trt = write_repository(fake_engine(td_onnx, tmp_path / "m.engine"), RepositoryOptions(out=tmp_path / "trt"))
+    assert sorted(repository_backends([ort.repo]).values()) == ["onnxruntime", "python", "python"]
+    check_backends([py.repo], bundled)
+    check_backends([ort.repo, trt.repo], ServerInstall(binary=tmp_path / "x", source="PATH", python={}))  # unknown
+    with pytest.raises(RuntimeError) as err:
+        check_backends([py.repo, ort.repo, trt.repo], bundled)
+    msg = str(err.value)
+    assert f"{ort.models['network']}: needs Triton's onnxruntime backend" in msg
+    assert f"{trt.models['network']}: needs Triton's tensorrt backend" in msg
+    assert "--runtime python-onnxruntime" in msg and str(Path(py.repo) / py.models["network"]) not in msg
+
+
 def test_server_requirements_are_minimal() -> None:
     assert [r.split(">=")[0] for r in requirements("tensorrt")] == ["numpy", "opencv-python-headless"]
     assert "onnxruntime>=1.16" in requirements("python-onnxruntime")

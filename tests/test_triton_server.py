@@ -336,3 +336,29 @@ def test_serve_stops_cleanly_on_sigint(served: dict[str, Any], tmp_path: Path) -
         image = (served["coco"] / "000000040083.jpg").read_bytes()
         assert remote.infer_image(image)["keypoints"].ndim == 3
     assert _stop(proc, signal.SIGINT) == 0
+
+
+def test_a_model_that_fails_to_load_is_named_and_the_log_kept(served: dict[str, Any], tmp_path: Path) -> None:
+    """A repository whose network model raises while loading: the start fails with Triton's error lines (the cause
+    first, not just the log's end), and the temporary log outlives close(); a server that started and was stopped
+    leaves no log behind."""
+    from srpose.serve.server import ServeOptions, TritonServer
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for repo in (good, bad):
+        assert main(["triton", str(served["mpii"]), "--out", str(repo), "--runtime", "python-onnxruntime"]) == 0
+    name = served["mpii_task"].cfg.name
+    with open(bad / f"{name}_network" / "1" / "model.py", "a") as f:
+        f.write('\nraise RuntimeError("broken on purpose")\n')
+    opts = dict(http_port=0, grpc_port=0, python=str(served["python"]))
+    server = TritonServer(ServeOptions(repos=[bad], **opts))
+    with pytest.raises(RuntimeError, match="has these error lines") as err:
+        server.start()
+    server.close()
+    text = str(err.value)
+    assert f"failed to load '{name}_network'" in text and "broken on purpose" in text.split("and ends with")[0]
+    assert server.log_path.is_file() and str(server.log_path) in text
+    server.log_path.unlink()
+    with TritonServer(ServeOptions(repos=[good], **opts)) as ok:
+        assert ok.alive() and ok.log_path.is_file()
+    assert not ok.log_path.exists() and not ok.workdir.exists()

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
               f"log {server.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             if not server.alive():
-                print(f"srpose serve: error: tritonserver exited (status {server.process.returncode}); its log "
-                      f"ends with:\n{server.log_tail()}", file=sys.stderr)
+                print(f"srpose serve: error: tritonserver exited (status {server.process.returncode}); "
+                      f"{server.log_summary()}", file=sys.stderr)
                 return 1
         print("srpose serve: stopping", file=sys.stderr, flush=True)
         return 0

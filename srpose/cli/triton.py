@@ -49,17 +49,24 @@ def run(args: argparse.Namespace) -> int:
             "in the graph" if report.flip_in_graph else "off")
     per = f", at most {report.max_persons} persons per request" if report.max_persons else ""
     print(f"wrote the Triton model repository {report.repo} ({report.task}, flip test {flip}{per})")
-    print(f"  {m['ensemble']:<34} ensemble      send requests here")
-    print(f"  {m['preprocess']:<34} python        decode, {'crops' if report.task == 'top-down' else 'resize'} "
-          f"to {report.input_size[0]}x{report.input_size[1]}, normalise")
-    print(f"  {m['network']:<34} {report.network_platform:<13} max_batch_size {report.max_batch_size}, preferred "
-          f"{report.preferred_batch_sizes}, queue delay {report.max_queue_delay_us} us")
-    print(f"  {m['postprocess']:<34} python        decode to image pixels, rescoring")
+    w = max(len(v) for v in m.values())
+    rows = [(m["ensemble"], "ensemble", "send requests here"),
+            (m["preprocess"], "python", f"decode, {'crops' if report.task == 'top-down' else 'resize'} to "
+             f"{report.input_size[0]}x{report.input_size[1]}, normalise"),
+            (m["network"], report.network_platform, f"max_batch_size {report.max_batch_size}, preferred "
+             f"{report.preferred_batch_sizes}, queue delay {report.max_queue_delay_us} us"),
+            (m["postprocess"], "python", "decode to image pixels, rescoring")]
+    for name, kind, what in rows:
+        print(f"  {name:<{w}}  {kind:<16}  {what}")
     print(f"the server's Python needs: {', '.join(report.requirements)} ({report.repo}/requirements.txt)")
     if report.tensorrt is not None:
         print(report.tensorrt["message"])
     release = report.tensorrt["containers"][-1] if report.tensorrt and report.tensorrt["containers"] else "24.10"
-    print(f"serve it here:      srpose serve {report.repo}")
+    if report.runtime == "python-onnxruntime":
+        print(f"serve it here:      srpose serve {report.repo}")
+    else:  # the CPU server of the nvidia-pytriton wheel has only the python backend
+        print(f"serve it here:      srpose serve {report.repo}  (with a tritonserver that runs "
+              f"{report.network_platform} models; the nvidia-pytriton one needs --runtime python-onnxruntime)")
     print(f"or in a container:  {container_command(report.repo, release)}")
     if args.json_out:
         atomic_write_json(args.json_out, report.to_dict())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["ServeOptions", "ServerInstall", "TritonServer", "find_tritonserver", "start_server", "probe_python"]
+__all__ = ["ServeOptions", "ServerInstall", "TritonServer", "find_tritonserver", "start_server", "probe_python",
+           "repository_backends", "check_backends"]
 
 _PROBE = r"""
 import importlib.util, json, os, sys, sysconfig
@@ -159,6 +161,39 @@ def find_tritonserver(options: ServeOptions) -> ServerInstall:
     return found
 
 
+#: the backend a model ``platform`` runs on (Triton maps these platforms to backends itself)
+_PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch",
+                      "tensorflow_savedmodel": "tensorflow", "tensorflow_graphdef": "tensorflow"}
+_CONFIG_KEY = re.compile(r'^(backend|platform)\s*:\s*"([^"]+)"', re.M)
+
+
+def repository_backends(repos: Sequence[str | Path]) -> dict[str, str]:
+    """``model folder -> the backend it needs`` for every model of ``repos`` (ensembles need none)."""
+    out = {}
+    for repo in repos:
+        for cfg in sorted(Path(repo).glob("*/config.pbtxt")):
+            keys = dict(reversed(_CONFIG_KEY.findall(cfg.read_text(errors="replace"))))  # the first of each key
+            backend = keys.get("backend") or _PLATFORM_BACKENDS.get(keys.get("platform", ""))
+            if backend:
+                out[str(cfg.parent)] = backend
+    return out
+
+
+def check_backends(repos: Sequence[str | Path], install: "ServerInstall") -> None:
+    """RuntimeError naming each model whose backend the server lacks and what to do (a server with a known backend
+    folder only, e.g. the nvidia-pytriton wheel's, which has the python backend alone)."""
+    if install.backends is None:
+        return
+    have = sorted(d.name for d in install.backends.iterdir() if d.is_dir())
+    missing = {m: b for m, b in repository_backends(repos).items() if b not in have}
+    if missing:
+        lines = [f"  {m}: needs Triton's {b} backend" for m, b in missing.items()]
+        raise RuntimeError(
+            f"the tritonserver of {install.source} has only the {', '.join(have) or 'no'} backend(s):\n"
+            + "\n".join(lines) + "\nwrite the repository with `srpose triton MODEL.onnx --runtime python-onnxruntime` "
+            "to serve it here, or serve it in NVIDIA's Triton container (TensorRT engines need that, and a GPU)")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -183,9 +218,11 @@ class TritonServer:
         self.options = options
         self.install = find_tritonserver(options)
         self.workdir = Path(tempfile.mkdtemp(prefix="srpose-triton-"))
-        self.log_path = Path(options.log_file) if options.log_file else self.workdir / "tritonserver.log"
+        # beside the work folder, not in it: a failed server's log outlives close()
+        self.log_path = Path(options.log_file) if options.log_file else self.workdir.with_suffix(".log")
         self.process: subprocess.Popen | None = None
         self.http_port = self.grpc_port = 0
+        self._clean = False  # the server became ready and was stopped by stop(), not by itself
 
     # ------------------------------------------------------------------------------------------------ start/stop
     def _backend_dir(self) -> Path | None:
@@ -218,6 +255,7 @@ class TritonServer:
     def start(self) -> "TritonServer":
         """Start the server and wait until every model is ready (RuntimeError with the log's end otherwise)."""
         o = self.options
+        check_backends(o.repos, self.install)
         for attempt in range(3):
             self.http_port = int(o.http_port) or _free_port()
             self.grpc_port = int(o.grpc_port) or _free_port()
@@ -229,6 +267,7 @@ class TritonServer:
                                                 start_new_session=True, preexec_fn=_parent_death_signal)
             try:
                 self._wait_ready()
+                self._clean = True
                 return self
             except RuntimeError:
                 busy = "already in use" in self.log_tail(4000).lower()
@@ -242,13 +281,12 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise RuntimeError(f"tritonserver exited (status {code}) before it was ready; its log "
-                                   f"({self.log_path}) ends with:\n{self.log_tail()}")
+                raise RuntimeError(f"tritonserver exited (status {code}) before it was ready; {self.log_summary()}")
             if self._get("/v2/health/ready") == 200:
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"tritonserver was not ready after {self.options.ready_timeout_s:.0f} s; its log "
-                           f"({self.log_path}) ends with:\n{self.log_tail()}")
+        raise RuntimeError(f"tritonserver was not ready after {self.options.ready_timeout_s:.0f} s; "
+                           f"{self.log_summary()}")
 
     def _get(self, path: str) -> int | None:
         try:
@@ -268,7 +306,9 @@ class TritonServer:
         p = self.process
         if p is None:
             return None
-        if p.poll() is None:
+        if p.poll() is not None:  # it ended by itself: keep its log
+            self._clean = False
+        else:
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=timeout_s if timeout_s is not None else self.options.exit_timeout_s + 10)
@@ -291,9 +331,12 @@ class TritonServer:
             pass
 
     def close(self) -> None:
-        """Stop the server and remove its working folder (a log outside it is kept)."""
+        """Stop the server and remove its working folder; its temporary log too, unless the server failed to start
+        or ended by itself (a ``log_file`` is always kept)."""
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._clean and not self.options.log_file:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         return self if self.alive() else self.start()
@@ -315,6 +358,14 @@ class TritonServer:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return "(no log)"
+
+    def log_summary(self, max_errors: int = 20) -> str:
+        """Where the log is, its error lines (glog ``E<mmdd> ...``: why a model did not load) and its end."""
+        log = self.log_tail(1 << 20)
+        errors = [line for line in log.splitlines() if re.match(r"E\d{4} ", line)][:max_errors]
+        head = f"its log ({self.log_path}) has these error lines:\n" + "\n".join(errors) + "\nand ends with:\n" \
+            if errors else f"its log ({self.log_path}) ends with:\n"
+        return head + log[-3000:]
 
 
 def start_server(options: ServeOptions) -> TritonServer:
