@@ -153,6 +153,8 @@ def format_table(rows: Sequence[dict]) -> str:
             ("min_ms", "min", ">8", ".3f"), ("max_ms", "max", ">8", ".3f"), ("throughput_ips", "img/s", ">10", ".1f"),
             ("wall_mean_ms", "wall", ">8", ".3f"), ("copy_mean_ms", "copy", ">7", ".3f"),
             ("iterations", "iters", ">6", "d")]
+    width = max([14, *(len(str(r.get("backend", ""))) for r in rows)])  # names such as onnxruntime-fp32
+    cols[0] = ("backend", "backend", f"<{width}", "s")
     head = " ".join(format(title, align) for _, title, align, _ in cols)
     lines = [head + "   (ms; src = device: CUDA-event compute time, wall: host time of infer)", "-" * len(head)]
     for r in rows:

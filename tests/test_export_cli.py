@@ -238,6 +238,11 @@ def test_bench_cli_times_an_exported_file(task: str, bu: dict, tmp_path: Path) -
     rows = json.loads(out.read_text())
     assert [r["batch"] for r in rows] == ([1] if task == "bottom-up" else [1, 8, 32])  # the task's default
     assert all(r["backend"] == "onnxruntime-fp32" and r["input_shape"][1:] == [3, 64, 64] for r in rows)
+    # the backend follows from the file; `--model FILE` as in `srpose eval`
+    for argv in (["bench", str(path)], ["bench", "--model", str(path)]):
+        out.unlink()
+        assert cli_main(argv + ["--batch", "1", "--json", str(out)] + common) == 0
+        assert json.loads(out.read_text())[0]["backend"] == "onnxruntime-fp32"
     e2e = ["bench", str(path), "--backend", "onnxruntime", "--end-to-end", "--batch", "2", "--json", str(out)]
     if task == "top-down":  # crops + decoding timed too
         assert cli_main(e2e + common) == 0 and json.loads(out.read_text())[0]["end_to_end"] is True

@@ -17,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="NAME_OR_CONFIG|MODEL", nargs="?", default=None,
                    help="preset/config for --backend torch; an .onnx file or .engine file for onnxruntime/tensorrt; "
                         "none for triton (the served model's card tells)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt", "triton"), default="torch")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt", "triton"), default=None,
+                   help="default: triton with --url, the file's runtime for .onnx/.engine files, else torch")
+    p.add_argument("--model", dest="model_file", default=None, metavar="FILE",
+                   help="the .onnx/.engine file to time (the positional MODEL, spelled as in `srpose eval`)")
     p.add_argument("--checkpoint", default=None, help="torch backend: checkpoint to load (timing does not need one)")
     add_runtime_args(p)
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "fp16-weights"),
@@ -74,11 +77,22 @@ def _backend(args: argparse.Namespace) -> tuple[Any, Any]:
     return backend, task_of_backend(backend)
 
 
-def run(args: argparse.Namespace) -> int:
+def _pick_backend(args: argparse.Namespace) -> None:
+    """One model (the positional or ``--model``) and the backend: given, or what the arguments imply."""
+    if args.model_file is not None:
+        if args.model is not None and args.model != args.model_file:
+            raise ValueError(f"two models given ({args.model} and --model {args.model_file}): give one")
+        args.model = args.model_file
+    if args.backend is None:
+        suffix = _SUFFIX_BACKEND.get(Path(args.model).suffix) if args.model else None
+        args.backend = "triton" if args.url else suffix or "torch"
 
+
+def run(args: argparse.Namespace) -> int:
     from srpose.engines.profiler import format_table, plot_profile
     from srpose.eval.bench import BenchOptions, bench
 
+    _pick_backend(args)
     if args.backend == "triton":
         from ._bench_triton import run_triton
 
