@@ -10,7 +10,7 @@ from typing import Any
 
 from srpose.card import ENGINE_SUFFIXES
 
-__all__ = ["open_backend", "parse_device"]
+__all__ = ["open_backend", "backend_kind", "parse_device"]
 
 #: URL schemes of served models (Triton Inference Server)
 SERVER_SCHEMES = ("grpc://", "http://", "https://")
@@ -30,25 +30,35 @@ def parse_device(device: str | int | None) -> tuple[str, int]:
     raise ValueError(f"device {device!r} must be cpu, cuda or cuda:N")
 
 
+def backend_kind(model: str | os.PathLike) -> str | None:
+    """The backend :func:`open_backend` gives ``model``: ``"triton"`` (a server URL), ``"tensorrt"`` (``.engine`` /
+    ``.plan``), ``"onnxruntime"`` (``.onnx``), or None (not a model file or URL)."""
+    text = str(model)
+    if text.startswith(SERVER_SCHEMES):
+        return "triton"
+    suffix = Path(text).suffix
+    return "tensorrt" if suffix in ENGINE_SUFFIXES else "onnxruntime" if suffix == ".onnx" else None
+
+
 def open_backend(model: str | os.PathLike, *, device: str | int | None = "cpu", threads: int | None = None,
                  **options: Any) -> Any:
     """The backend running ``model``: ``.onnx`` -> ONNX Runtime (CPU, or CUDA for ``device="cuda[:N]"``),
     ``.engine`` / ``.plan`` -> TensorRT on GPU ``N``, ``grpc://`` / ``http://`` URLs -> a Triton server.
     ``options`` go to the backend's constructor (e.g. ``cuda_graph`` for TensorRT)."""
     kind, index = parse_device(device)
-    text = str(model)
-    if text.startswith(SERVER_SCHEMES):
+    runtime = backend_kind(model)
+    if runtime == "triton":
         from srpose.engines.triton_client import TritonBackend
 
-        return TritonBackend(text, **options)
+        return TritonBackend(str(model), **options)
     path = Path(model)
-    if path.suffix in ENGINE_SUFFIXES:
+    if runtime == "tensorrt":
         if kind != "cuda":
             raise ValueError(f"{path} is a TensorRT engine: it runs on a GPU, pass --device cuda (or cuda:N)")
         from srpose.engines.tensorrt import TensorRTBackend
 
         return TensorRTBackend(path, device=index, **options)
-    if path.suffix == ".onnx":
+    if runtime == "onnxruntime":
         from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, providers="cuda" if kind == "cuda" else None, threads=threads, **options)

@@ -397,3 +397,29 @@ def test_cli_eval_errors(kind: str, coco_sample: dict, tmp_path: Path, capsys: p
         assert "no person boxes" in capsys.readouterr().err
         assert main(base + ["--backend", "oracle", "--dataset", "crowdpose"]) == 2
         assert "COCO protocol only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", TASKS)
+def test_cli_eval_of_a_model_file_needs_no_name(kind: str, coco_sample: dict, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """`srpose eval --model FILE`: the backend follows from the file and the config from its card; the same figures
+    as naming the config and the backend."""
+    from srpose.cli import main
+
+    path, _, cfg = cached_export("hrnet", "sr") if kind == "top-down" else cached_export("bottom-up", "sr")
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    data = ["--ann", str(coco_sample["ann"]), "--images", str(coco_sample["images"]), "--quiet", "--workers", "0"]
+    data += ["--gt-bbox"] if kind == "top-down" else []
+    outs = [tmp_path / "named.json", tmp_path / "file.json"]
+    assert main(["eval", str(cfg_file), "--backend", "onnxruntime", "--model", str(path), "--json", str(outs[0])]
+                + data) == 0
+    assert main(["eval", "--model", str(path), "--json", str(outs[1])] + data) == 0
+    named, file = (json.loads(o.read_text()) for o in outs)
+    assert file["backend"] == named["backend"] == "onnxruntime-fp32" and file["model"] == cfg.name
+    assert file["metrics"] == named["metrics"] and file["num_persons"] == named["num_persons"] > 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(tmp_path / "m.txt")] + data) == 2
+    assert "expected an .onnx graph" in capsys.readouterr().err
+    assert main(["eval"] + data) == 2
+    assert "needs NAME_OR_CONFIG" in capsys.readouterr().err

@@ -9,10 +9,14 @@ __all__ = ["add_model_args", "add_data_args", "add_json_arg", "add_runtime_args"
            "publish_rows", "wxh", "batch_profile", "warn", "out_lines"]
 
 
-def add_model_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False) -> None:
-    """NAME_OR_CONFIG positional and --checkpoint."""
-    p.add_argument("model", metavar="NAME_OR_CONFIG",
-                   help="preset name (see `srpose list`), official mmpose .py config, or project .json config")
+def add_model_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False,
+                   optional_with: str | None = None) -> None:
+    """NAME_OR_CONFIG positional and --checkpoint (``optional_with``: the options that make the name optional)."""
+    help_ = "preset name (see `srpose list`), official mmpose .py config, or project .json config"
+    if optional_with:
+        help_ += f" (optional with {optional_with}: the model's card has its config)"
+    p.add_argument("model", metavar="NAME_OR_CONFIG", nargs="?" if optional_with else None, default=None,
+                   help=help_)
     p.add_argument("--checkpoint", required=checkpoint_required, default=None,
                    help="checkpoint .pth (official mmpose format or the project's own)")
 

@@ -10,9 +10,6 @@ from ._args import add_runtime_args, publish_rows, wxh
 
 __all__ = ["add_arguments", "run"]
 
-_SUFFIX_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="NAME_OR_CONFIG|MODEL", nargs="?", default=None,
                    help="preset/config for --backend torch; an .onnx file or .engine file for onnxruntime/tensorrt; "
@@ -63,12 +60,12 @@ def _backend(args: argparse.Namespace) -> tuple[Any, Any]:
         if args.checkpoint:  # timing does not need trained weights
             load_checkpoint(model, args.checkpoint)
         return TorchBackend(model, device=args.device, precision=args.precision), task
-    from srpose.engines import open_backend
+    from srpose.engines import backend_kind, open_backend
 
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (for --backend {args.backend})")
-    kind = _SUFFIX_BACKEND.get(path.suffix)
+    kind = backend_kind(path)
     if kind != args.backend:
         raise ValueError(f"{path} is {'a ' + kind + ' model' if kind else 'not a model file'}: --backend "
                          f"{args.backend} runs {'.onnx' if args.backend == 'onnxruntime' else '.engine'} files")
@@ -84,8 +81,9 @@ def _pick_backend(args: argparse.Namespace) -> None:
             raise ValueError(f"two models given ({args.model} and --model {args.model_file}): give one")
         args.model = args.model_file
     if args.backend is None:
-        suffix = _SUFFIX_BACKEND.get(Path(args.model).suffix) if args.model else None
-        args.backend = "triton" if args.url else suffix or "torch"
+        from srpose.engines import backend_kind
+
+        args.backend = "triton" if args.url else (backend_kind(args.model) if args.model else None) or "torch"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,10 +16,11 @@ FILE_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_args(parser)
+    add_model_args(parser, optional_with="--model FILE or --url")
     add_data_args(parser)
     g = parser.add_argument_group("inference")
-    g.add_argument("--backend", default="torch", choices=BACKENDS, help="inference backend (default: torch)")
+    g.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="inference backend (default: triton with --url, the file's runtime with --model, else torch)")
     g.add_argument("--model", dest="model_file", default=None, metavar="FILE",
                    help="ONNX graph or TensorRT engine of the file-based backends")
     g.add_argument("--url", default=None, metavar="HOST:PORT",
@@ -42,25 +43,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--results", default=None, metavar="OUT", help="write the keypoint results (COCO format) to OUT")
 
 
+def pick_backend(args: argparse.Namespace) -> str:
+    """``--backend``, or the one ``--url`` / ``--model FILE`` implies (torch without either)."""
+    from srpose.engines import backend_kind
+
+    if args.backend is not None:
+        return args.backend
+    if args.url:
+        return "triton"
+    if args.model_file:
+        kind = backend_kind(args.model_file)
+        if kind is None:
+            raise ValueError(f"--model {args.model_file}: expected an .onnx graph or a TensorRT .engine/.plan")
+        return kind
+    return "torch"
+
+
 def make_backend(args: argparse.Namespace, task: Any, command: str = "srpose eval") -> Any:
-    """The backend ``--backend`` names: torch (the config with ``--checkpoint``), the oracle, or the model of
-    ``--model FILE`` / ``--url``."""
+    """The backend ``--backend`` names (see :func:`pick_backend`): torch (the config with ``--checkpoint``), the
+    oracle, or the model of ``--model FILE`` / ``--url``. ``task`` None: a model file or URL, whose card tells."""
     from srpose.engines import open_backend
 
+    args.backend = pick_backend(args)
     if args.backend in FILE_BACKENDS or args.backend == "triton":
         target = args.url if args.backend == "triton" else args.model_file
         if not target:
             raise ValueError(f"backend {args.backend!r} needs " + ("--url HOST:PORT" if args.backend == "triton"
                                                                   else "--model FILE"))
         if args.backend == "triton":  # the URL may name the ensemble (grpc://HOST:PORT/MODEL); else the config's
-            backend = open_backend(target if "://" in target else f"grpc://{target}", model_name=task.cfg.name)
-            if backend.card.model_name != task.cfg.name:
+            backend = open_backend(target if "://" in target else f"grpc://{target}",
+                                   model_name=task.cfg.name if task is not None else None)
+            if task is not None and backend.card.model_name != task.cfg.name:
                 print(f"{command}: warning: the served model {backend.model} was exported from "
                       f"{backend.card.model_name!r}, evaluated here with the config {task.cfg.name!r}", file=sys.stderr)
             return backend
         return open_backend(target, device=args.device)
     if args.model_file or args.url:
         raise ValueError(f"backend {args.backend!r} does not take --model/--url; it builds the model from the config")
+    if task is None:
+        raise ValueError(f"backend {args.backend!r} needs NAME_OR_CONFIG (the model it builds)")
     if args.backend == "oracle":
         from srpose.eval.backends import OracleBackend
 
@@ -81,12 +102,25 @@ def run(args: argparse.Namespace) -> int:
     opts = EvalOptions(flip=args.flip, post=args.post, batch_size=args.batch, workers=args.workers,
                        progress=not args.quiet, results_file=args.results, concurrency=args.concurrency)
     opts.check()
-    cfg = get_config(args.model)
-    task = task_for(cfg)
+    if args.model is None:  # a model file or a served model: its card has the config
+        from srpose.eval.bench import task_of_backend
+
+        backend = make_backend(args, None)
+        try:
+            task = task_of_backend(backend)
+        except ValueError:
+            backend.close()
+            raise
+        cfg = task.cfg
+    else:
+        cfg = get_config(args.model)
+        task = task_for(cfg)
+        backend = None
     if args.bottom_up and task.kind != "bottom-up":
         raise ValueError(f"--bottom-up: {cfg.name} is a top-down model (type {cfg.model.get('type')!r}); "
                          "drop --bottom-up")
-    backend = make_backend(args, task)
+    if backend is None:
+        backend = make_backend(args, task)
     try:
         card = backend.card
         if card is not None and task.kind == "top-down" and tuple(card.input_size) != tuple(cfg.image_size):
