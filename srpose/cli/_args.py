@@ -5,8 +5,15 @@ import argparse
 import sys
 from typing import Any, Callable
 
-__all__ = ["add_model_args", "add_data_args", "add_json_arg", "add_runtime_args", "add_calibration_args",
+__all__ = ["implied_backend", "add_model_args", "add_data_args", "add_json_arg", "add_runtime_args", "add_calibration_args",
            "publish_rows", "wxh", "batch_profile", "warn", "out_lines"]
+
+
+def implied_backend(url: str | None, model_file: str | None) -> str | None:
+    """The backend ``--url`` (triton) or a model file (by its suffix) implies; None for neither or another file."""
+    from srpose.engines import backend_kind
+
+    return "triton" if url else backend_kind(model_file) if model_file else None
 
 
 def add_model_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False,

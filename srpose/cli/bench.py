@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._args import add_runtime_args, publish_rows, wxh
+from ._args import add_runtime_args, implied_backend, publish_rows, wxh
 
 __all__ = ["add_arguments", "run"]
 
@@ -81,9 +81,7 @@ def _pick_backend(args: argparse.Namespace) -> None:
             raise ValueError(f"two models given ({args.model} and --model {args.model_file}): give one")
         args.model = args.model_file
     if args.backend is None:
-        from srpose.engines import backend_kind
-
-        args.backend = "triton" if args.url else (backend_kind(args.model) if args.model else None) or "torch"
+        args.backend = implied_backend(args.url, args.model) or "torch"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._args import add_data_args, add_json_arg, add_model_args
+from ._args import add_data_args, add_json_arg, add_model_args, implied_backend
 
 __all__ = ["add_arguments", "run", "make_backend", "BACKENDS", "FILE_BACKENDS"]
 
@@ -45,18 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pick_backend(args: argparse.Namespace) -> str:
     """``--backend``, or the one ``--url`` / ``--model FILE`` implies (torch without either)."""
-    from srpose.engines import backend_kind
-
     if args.backend is not None:
         return args.backend
-    if args.url:
-        return "triton"
-    if args.model_file:
-        kind = backend_kind(args.model_file)
-        if kind is None:
-            raise ValueError(f"--model {args.model_file}: expected an .onnx graph or a TensorRT .engine/.plan")
-        return kind
-    return "torch"
+    kind = implied_backend(args.url, args.model_file)
+    if kind is None and args.model_file:
+        raise ValueError(f"--model {args.model_file}: expected an .onnx graph or a TensorRT .engine/.plan")
+    return kind or "torch"
 
 
 def make_backend(args: argparse.Namespace, task: Any, command: str = "srpose eval") -> Any:
