@@ -24,7 +24,7 @@ from .evaluator import EvalOptions, evaluate
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-__all__ = ["ParityOptions", "ParityReport", "ParityProbe", "run_parity", "config_for_models"]
+__all__ = ["ParityOptions", "ParityReport", "ParityProbe", "run_parity", "config_for_models", "config_of_models"]
 
 
 @dataclass
@@ -230,6 +230,25 @@ def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: 
         mean_kpt_px=probe.kpt.result()["mean_kpt_px"] if probe.kpt.count else None,
         items_per_s=probe.items / (probe.backend_ms / 1e3) if probe.backend_ms else None,
         backend_ms_per_item=probe.backend_ms / probe.items if probe.items else None, notes=notes)
+
+
+def config_of_models(models: Sequence[str | Path]) -> Any:
+    """The config stored in the card of the first model file that has one (the config they were exported from)."""
+    from srpose.card import CardError, read_card
+    from srpose.config import PoseConfig
+    from srpose.engines import SERVER_SCHEMES
+
+    for f in models:
+        if str(f).startswith(SERVER_SCHEMES) or not Path(f).is_file():
+            continue
+        try:
+            card = read_card(f)
+        except CardError:
+            continue
+        if card.config:
+            return PoseConfig.from_dict(card.config)
+    raise ValueError("none of the model files carries its config (served models and files without an srpose card "
+                     "do not): name it, srpose parity NAME_OR_CONFIG ...")
 
 
 def config_for_models(task: PoseTask, models: Sequence[str | Path]) -> PoseTask:

@@ -12,7 +12,8 @@ from _export_utils import cached_export, tiny_bottom_up_config, tiny_config, tin
 from srpose import save_checkpoint
 from srpose.cli import main as cli_main
 from srpose.engines.base import Backend
-from srpose.eval.parity import ParityOptions, ParityProbe, ParityReport, config_for_models, run_parity
+from srpose.eval.parity import (ParityOptions, ParityProbe, ParityReport, config_for_models, config_of_models,
+                                run_parity)
 from srpose.eval.report import parity_markdown, plot_parity
 from srpose.export.fp16 import convert_fp16
 from srpose.export.onnx_export import export_onnx
@@ -142,6 +143,15 @@ def test_parity_cli(files: dict, coco_sample: dict, tmp_path: Path, capsys: pyte
     assert f"| {Path(files['both']).name} | fp32 |" in text
     if kind == "bottom-up":  # whole images: person boxes are refused
         assert cli_main(argv + ["--det", str(coco_sample["det"])]) == 2
+    # no name: the config comes from the first model's card, with the same figures
+    unnamed = [str(tmp_path / "q.json") if a == str(tmp_path / "p.json") else a for a in argv
+               if a != str(d / "cfg.json")]
+    assert cli_main(unnamed + (["--gt-bbox"] if kind == "top-down" else [])) == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "q.json").read_text())
+    assert again["model"] == rep["model"] and again["reference"]["metrics"] == rep["reference"]["metrics"]
+    assert [m["metrics"] for m in again["models"]] == [m["metrics"] for m in rep["models"]]
+    with pytest.raises(ValueError, match="none of the model files carries its config"):
+        config_of_models(["grpc://127.0.0.1:1/m", str(tmp_path / "p.json")])
 
 
 def test_parity_rejects_mixed_input_sizes_and_tasks(files: dict, coco_sample: dict, tmp_path: Path,

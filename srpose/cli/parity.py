@@ -12,7 +12,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_args(p)
+    add_model_args(p, optional_with="--models files exported by srpose")
     p.add_argument("--models", nargs="+", required=True, metavar="FILE|URL",
                    help="exported ONNX graphs (any precision, flip and decode variant), TensorRT engines, or served "
                         "models (grpc://HOST:PORT, http://HOST:PORT)")
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from srpose._io import atomic_write_json, atomic_write_text
     from srpose.checkpoint import build_with_weights
-    from srpose.eval.parity import ParityOptions, config_for_models, run_parity
+    from srpose.eval.parity import ParityOptions, config_for_models, config_of_models, run_parity
     from srpose.eval.report import parity_markdown, plot_parity
     from srpose.tasks import task_for
 
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, progress=not args.quiet, error_items=args.error_persons,
                          max_ap_drop=args.max_ap_drop)
     opts.check()
-    task = config_for_models(task_for(args.model), args.models)
+    task = config_for_models(task_for(args.model if args.model is not None else config_of_models(args.models)),
+                             args.models)
     dataset = task.dataset(args.ann, args.images, protocol=args.dataset, det=args.det, gt_bbox=args.gt_bbox)
     model, opts.checkpoint_sha256 = build_with_weights(task.cfg, args.checkpoint, command="srpose parity")
     with warnings.catch_warnings():
