@@ -112,6 +112,8 @@ def test_engine_repository_names_its_triton_containers(td_onnx: Path, tmp_path: 
 def test_tensorrt_container_table() -> None:
     assert containers_for_tensorrt("10.8.0.43") == ["25.01", "25.02"]
     assert containers_for_tensorrt("10.3.0") == ["24.08"]
+    assert containers_for_tensorrt("10.11.0.33") == ["25.06", "25.07"]  # 25.07 was built out of 25.06
+    assert "dpkg -l | grep -i nvinfer" in tensorrt_compatibility("10.5.0.18")["message"]
     assert containers_for_tensorrt("9.9.9") == []
     assert all(r[1].startswith("10.") for r in TRITON_CONTAINERS.values())
     assert "no Triton container" in tensorrt_compatibility("11.0.0.1")["message"]

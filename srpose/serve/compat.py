@@ -2,17 +2,21 @@
 that built it, so a served engine needs a ``nvcr.io/nvidia/tritonserver:<release>-py3`` container whose TensorRT
 is the engine's.
 
-The table is data, one row per monthly container release since TensorRT 10 (24.05): (Triton server version,
-TensorRT version). Source: NVIDIA's "Frameworks Support Matrix" and the Triton Inference Server release notes
-(docs.nvidia.com/deeplearning/frameworks/support-matrix, .../triton-inference-server/release-notes), as of release
-25.11 (there was no 25.07 release). Releases after the last row are not known here: look them up there.
+The table is data, one row per monthly container release since TensorRT 10 (24.05) up to 25.11: (Triton server
+version, TensorRT version). Triton versions are checked against the server repository's tags and ``build.py``; the
+TensorRT versions of 24.08, 24.10, 24.12 and 25.01 against the release notes in its ``docs/introduction/
+release_notes.md``; the other TensorRT versions come from NVIDIA's release notes and "Frameworks Support Matrix"
+(docs.nvidia.com/deeplearning/triton-inference-server/release-notes, .../frameworks/support-matrix) and could not be
+re-read here. 25.07 (Triton 2.59.1) was built out of the 25.06 release, so it carries 25.06's TensorRT. Releases after
+25.11 exist (the table does not know them): look them up there. Before deploying, the message printed for an engine
+says how to check a container's TensorRT directly.
 """
 from __future__ import annotations
 
 from typing import Any
 
 __all__ = ["TRITON_CONTAINERS", "LAST_KNOWN_RELEASE", "containers_for_tensorrt", "container_image",
-           "tensorrt_compatibility"]
+           "check_command", "tensorrt_compatibility"]
 
 #: container release -> (Triton server version, TensorRT version in the container)
 TRITON_CONTAINERS: dict[str, tuple[str, str]] = {
@@ -30,6 +34,7 @@ TRITON_CONTAINERS: dict[str, tuple[str, str]] = {
     "25.04": ("2.57.0", "10.9.0.34"),
     "25.05": ("2.58.0", "10.10.0.31"),
     "25.06": ("2.59.0", "10.11.0.33"),
+    "25.07": ("2.59.1", "10.11.0.33"),  # built out of the 25.06 release
     "25.08": ("2.60.0", "10.13.2.6"),
     "25.09": ("2.61.0", "10.13.3.9"),
     "25.10": ("2.62.0", "10.13.3.9"),
@@ -63,6 +68,11 @@ def container_image(release: str) -> str:
     return f"nvcr.io/nvidia/tritonserver:{release}-py3"
 
 
+def check_command(image: str) -> str:
+    """A shell command printing the TensorRT libraries of a container image."""
+    return f"docker run --rm {image} bash -c 'dpkg -l | grep -i nvinfer'"
+
+
 def tensorrt_compatibility(version: str | None) -> dict[str, Any]:
     """``{"tensorrt", "containers", "images", "message"}`` for an engine built with TensorRT ``version``."""
     if not version:
@@ -73,10 +83,11 @@ def tensorrt_compatibility(version: str | None) -> dict[str, Any]:
     if releases:
         rows = ", ".join(f"{r} (Triton {TRITON_CONTAINERS[r][0]})" for r in releases)
         msg = (f"TensorRT {version}: the engine runs in the Triton containers {rows}, e.g. "
-               f"{container_image(releases[-1])}; an engine runs only on the TensorRT version that built it")
+               f"{container_image(releases[-1])}; an engine runs only on the TensorRT version that built it "
+               f"(check a container's with: {check_command(container_image(releases[-1]))})")
     else:
         msg = (f"TensorRT {version} is in no Triton container release up to {LAST_KNOWN_RELEASE} known here: build "
                f"the engine with the TensorRT of the container you deploy (see {SUPPORT_MATRIX}), or check newer "
-               "releases there")
+               f"releases there (a container's TensorRT: {check_command(container_image('YY.MM'))})")
     return {"tensorrt": version, "containers": releases, "images": [container_image(r) for r in releases],
             "message": msg}
