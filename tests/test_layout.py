@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from srpose._imports import import_targets
 
 REPO = Path(__file__).resolve().parents[1]
 #: installed package -> repository folder (setup.cfg package_dir)
@@ -53,32 +54,9 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def _lazy_exports(package: str) -> dict[str, str]:
-    """``_EXPORTS`` of a package with PEP 562 lazy attributes (name -> defining module)."""
-    mod = importlib.import_module(package)
-    return dict(getattr(mod, "_EXPORTS", {}))
-
-
 def _resolve(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
-    """Fully qualified modules an import statement of ``module`` reaches."""
-    if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
-    if node.level:
-        base = module.split(".")
-        base = base[: len(base) - node.level + (1 if _is_package(module) else 0)]
-        target = ".".join(base + ([node.module] if node.module else []))
-    else:
-        target = node.module or ""
-    out = []
-    for alias in node.names:
-        sub = f"{target}.{alias.name}"
-        if sub in MODULES:
-            out.append(sub)
-        elif target in MODULES and alias.name in _lazy_exports(target) and _is_package(target):
-            out.append(_lazy_exports(target)[alias.name])
-        else:
-            out.append(target)
-    return out
+    """Fully qualified modules an import statement of ``module`` reaches (lazy names to their defining module)."""
+    return import_targets(module, _is_package(module), node, MODULES.__contains__)
 
 
 def _imports() -> dict[str, set[str]]:

@@ -143,6 +143,18 @@ def test_serve_refuses_models_whose_backend_the_server_lacks(td_onnx: Path, tmp_
     assert "--runtime python-onnxruntime" in msg and str(Path(py.repo) / py.models["network"]) not in msg
 
 
+def test_vendoring_follows_lazy_names_to_their_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A served module importing a lazy package name (``from srpose.data import TopDownPipeline``) gets the module
+    defining it copied too; the package's ``__init__`` alone would fail in the server on first use."""
+    import srpose
+    from srpose.serve.vendor import module_closure
+
+    (tmp_path / "_probe_lazy.py").write_text("from srpose.data import TopDownPipeline\n")
+    monkeypatch.setattr(srpose, "__path__", [*srpose.__path__, str(tmp_path)])
+    modules, _ = module_closure(["srpose._probe_lazy"])
+    assert {"srpose.data", "srpose.data.transforms", "srpose._lazy"} <= set(modules), sorted(modules)
+
+
 def test_server_requirements_are_minimal() -> None:
     assert [r.split(">=")[0] for r in requirements("tensorrt")] == ["numpy", "opencv-python-headless"]
     assert "onnxruntime>=1.16" in requirements("python-onnxruntime")

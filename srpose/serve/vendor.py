@@ -18,6 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from srpose._imports import import_targets
+
 __all__ = ["module_closure", "vendor_modules", "VENDOR_MANIFEST"]
 
 VENDOR_MANIFEST = "_vendored.json"
@@ -39,21 +41,8 @@ def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _targets(module: str, is_pkg: bool, node: ast.Import | ast.ImportFrom) -> list[str]:
-    """Modules an import statement of ``module`` names (``from X import y`` -> ``X.y`` when that is a module)."""
-    if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
-    if node.level:
-        parts = module.split(".")
-        base = parts[: len(parts) - node.level + (1 if is_pkg else 0)]
-        target = ".".join(base + ([node.module] if node.module else []))
-    else:
-        target = node.module or ""
-    out = []
-    for alias in node.names:
-        sub = f"{target}.{alias.name}"
-        out.append(sub if sub.startswith(_ROOT + ".") and _spec_origin(sub) else target)
-    return out
+def _is_srpose_module(name: str) -> bool:
+    return name.startswith(_ROOT + ".") and _spec_origin(name) is not None
 
 
 def _imports(module: str, path: Path, is_pkg: bool) -> tuple[set[str], set[str]]:
@@ -66,7 +55,7 @@ def _imports(module: str, path: Path, is_pkg: bool) -> tuple[set[str], set[str]]
         if _type_checking(node):
             return
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = _targets(module, is_pkg, node)
+            names = import_targets(module, is_pkg, node, _is_srpose_module)
             every.update(names)
             if at_top:
                 top.update(names)
