@@ -57,9 +57,11 @@ def _dims(path: Path) -> list:
 
 # ------------------------------------------------------------------------------------------- every preset
 def _presets() -> list:
-    """Every preset; HRFormer ones (5000-node graphs, ~10 s of tracing each) are also marked ``slow``."""
+    """Every COCO preset (the MPII / CrowdPose ones, these architectures with other joints, are exported at reduced
+    width in test_presets_mpii_crowdpose.py); HRFormer ones (5000-node graphs, ~10 s of tracing each) are also
+    marked ``slow``."""
     return [pytest.param(n, marks=pytest.mark.slow) if get_config(n).model["backbone"]["type"] == "HRT" else n
-            for n in list_models()]
+            for n in list_models() if get_config(n).data["dataset"] == "coco"]
 
 
 @pytest.mark.parametrize("name", _presets())

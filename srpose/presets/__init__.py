@@ -1,5 +1,5 @@
-"""Presets: one per row of the SRPose paper's tables (top-down COCO 256x192, bottom-up COCO 512x512) plus the demo
-model, each a registered function with its config as data next to it."""
+"""Presets: one per row of the SRPose paper's tables (top-down COCO 256x192, bottom-up COCO 512x512, top-down MPII
+256x256 and CrowdPose 256x192) plus the demo model, each a registered function with its config as data next to it."""
 from __future__ import annotations
 
 import fnmatch
@@ -7,11 +7,13 @@ import fnmatch
 from srpose._registry import PRESETS, register_model
 from srpose.config import PoseConfig
 
-from . import bottom_up, top_down  # noqa: F401  (registers the presets)
+from . import bottom_up, mpii_crowdpose, top_down  # noqa: F401  (registers the presets)
 from .bottom_up import PAPER_TABLE_BOTTOMUP
+from .mpii_crowdpose import PAPER_TABLE_DATASETS
 from .top_down import PAPER_TABLE
 
-__all__ = ["list_models", "get_preset", "register_model", "PAPER_TABLE", "PAPER_TABLE_BOTTOMUP"]
+__all__ = ["list_models", "get_preset", "register_model", "PAPER_TABLE", "PAPER_TABLE_BOTTOMUP",
+           "PAPER_TABLE_DATASETS"]
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -45,12 +45,13 @@ def train(cfg: PoseConfig | str, *, train_ann: str | Path, train_images: str | P
           checkpoint_every: int = 1, eval_every: int = 0, eval_fn: EvalFn | None = None, seed: int = 0,
           device: str = "cpu", sync_bn: bool = False, max_iters: int | None = None, progress: bool = True,
           log_file: str | Path | None = None, init: str | Path | None = None, model: nn.Module | None = None,
-          key_indicator: str = "AP", log_every: int = 20, keep_epoch_checkpoints: bool = True,
+          key_indicator: str | None = None, log_every: int = 20, keep_epoch_checkpoints: bool = True,
           channels_last: bool | None = None) -> TrainResult:
     """Train a top-down model with the official recipe of ``cfg.train`` (overridden by the arguments).
 
     ``batch_size`` is per process. ``eval_fn`` runs every ``eval_every`` epochs and after the last one; the best
-    ``key_indicator`` value is kept as ``best.pth``. ``resume`` continues a run from one of its checkpoints;
+    ``key_indicator`` value is kept as ``best.pth`` (default: the dataset's protocol metric, ``Mean`` = PCKh@0.5 for
+    MPII, ``AP`` otherwise). ``resume`` continues a run from one of its checkpoints;
     ``init`` starts a new run from a checkpoint's weights (keys that fit). ``max_iters`` stops early (tests,
     benchmarks). ``channels_last`` (default: ``cfg.train``'s) trains with NHWC activations, the same weights in
     another memory layout (checkpoints are saved in the usual layout). Launched by ``torchrun`` (``WORLD_SIZE`` > 1)
@@ -58,6 +59,8 @@ def train(cfg: PoseConfig | str, *, train_ann: str | Path, train_images: str | P
     """
     cfg = _with_overrides(get_config(cfg), epochs=epochs, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
                           channels_last=channels_last)
+    if key_indicator is None:  # mmpose 0.x: save_best='PCKh' on MPII, 'AP' on COCO / CrowdPose
+        key_indicator = "Mean" if cfg.data.get("dataset") == "mpii" else "AP"
     _check_settings(cfg.train, workers=workers, checkpoint_every=checkpoint_every, eval_every=eval_every,
                     log_every=log_every, max_iters=max_iters, device=device, amp=amp)
     clip = grad_clip_norm(cfg.train.get("grad_clip"))
