@@ -1,14 +1,14 @@
 """Measuring one FP16 set of the INT8 search: its mixed INT8/FP16 graph run in ONNX Runtime on the held-out crops
-(AP with the dataset's protocol; keypoint error and output error against the FP32 graph), with a JSON cache of
-every result.
+(AP with the dataset's protocol, PCKh on MPII; keypoint error and output error against the FP32 graph), with a JSON
+cache of every result.
 
-Per graph: ``metrics`` (AP, AP50, AP75, AR), ``kpt_px`` (mean distance of the decoded keypoints to the FP32
-graph's, input pixels, every crop) and ``out_rel_l2`` (relative L2 error of the outputs against the FP32 graph's,
-the first ``error_items`` crops: the FP32 outputs of those are kept in memory). The crops are read once and kept
-in memory; the FP32 graph's outputs are computed the first time a graph has to be run, so a search whose results
-are all cached runs no inference and reads no image. The cache file is keyed
-by everything a result depends on (the caller's key: FP32 graph, calibration, validation data, groups, settings)
-and written after every new result, so a search stopped by its time limit resumes where it stopped.
+Per graph: ``metrics`` (AP, AP50, AP75, AR; MPII: PCKh, PCKh@0.1), ``kpt_px`` (mean distance of the decoded
+keypoints to the FP32 graph's, input pixels, every crop) and ``out_rel_l2`` (relative L2 error of the outputs
+against the FP32 graph's, the first ``error_items`` crops: the FP32 outputs of those are kept in memory). The crops
+are read once and kept in memory; the FP32 graph's outputs are computed the first time a graph has to be run, so a
+search whose results are all cached runs no inference and reads no image. The cache file is keyed by everything a
+result depends on (the caller's key: FP32 graph, calibration, validation data, groups, settings) and written after
+every new result, so a search stopped by its time limit resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -23,10 +23,17 @@ import numpy as np
 
 from srpose.tasks import PoseTask, Poses
 
-__all__ = ["CACHE_FORMAT", "Budget", "BudgetSpent", "SetEvaluator", "set_id"]
+__all__ = ["CACHE_FORMAT", "Budget", "BudgetSpent", "SetEvaluator", "primary_metric", "set_id"]
 
 CACHE_FORMAT = "srpose-int8-search-2"
 _METRICS = ("AP", "AP50", "AP75", "AR")
+#: the evaluator's MPII names (mmpose's PCKh table) -> the search's
+_PCKH = {"Mean": "PCKh", "Mean@0.1": "PCKh@0.1"}
+
+
+def primary_metric(dataset_name: str) -> str:
+    """The metric the search budgets, on the 0..1 scale: PCKh@0.5 on MPII (``PCKh``), keypoint AP otherwise."""
+    return "PCKh" if dataset_name == "mpii" else "AP"
 
 
 def set_id(fp16: Iterable[int]) -> str:
@@ -87,6 +94,11 @@ class SetEvaluator:
         self._ref_out: list[dict[str, np.ndarray]] = []
 
     # ------------------------------------------------------------------------------------------ public
+    @property
+    def metric(self) -> str:
+        """The key of ``result["metrics"]`` the search budgets (:func:`primary_metric`)."""
+        return primary_metric(self.dataset.dataset_name)
+
     def fp32(self) -> dict[str, Any]:
         """The FP32 graph's result (keypoint error 0 by definition)."""
         return self._cached("fp32", lambda: self._run_file(self.fp32_path, reference=True), mandatory=True)
@@ -171,7 +183,9 @@ class SetEvaluator:
             self._ref_kpts = kpts
         metrics = score(self.task, self.dataset, Poses.concat(parts, self.task.cfg.num_joints),
                         backend_name=path.name)[0]
-        return dict(metrics={k: float(metrics[k]) for k in _METRICS if k in metrics},
+        named = {**{k: float(metrics[k]) for k in _METRICS if k in metrics},
+                 **{_PCKH[k]: float(v) for k, v in metrics.items() if k in _PCKH}}
+        return dict(metrics=named,
                     kpt_px=0.0 if reference else float(kpt_err.result()["mean_kpt_px"]),
                     out_rel_l2=0.0 if reference else float(out_err.result()["rel_l2"]))
 

@@ -83,7 +83,8 @@ def measure_sensitivity(ev: SetEvaluator, ap_fp32: float, all_int8: dict[str, An
     n = len(ev.groups)
     every = set(range(n))
     out = [Sensitivity() for _ in range(n)]
-    ap_int8, kpt_int8 = all_int8["metrics"]["AP"], all_int8["kpt_px"]
+    key = ev.metric  # AP; PCKh on MPII
+    ap_int8, kpt_int8 = all_int8["metrics"][key], all_int8["kpt_px"]
     p_int8, p_fp16 = all_int8["out_rel_l2"] ** 2, all_fp16["out_rel_l2"] ** 2
     share = (lambda p: p / p_int8) if p_int8 > 0 else (lambda p: 0.0)
     stopped = None
@@ -93,10 +94,10 @@ def measure_sensitivity(ev: SetEvaluator, ap_fp32: float, all_int8: dict[str, An
         s = out[i]
         try:
             alone = ev.fp16_set(every - {i})
-            s.ap_drop_alone, s.kpt_px_alone = ap_fp32 - alone["metrics"]["AP"], alone["kpt_px"]
+            s.ap_drop_alone, s.kpt_px_alone = ap_fp32 - alone["metrics"][key], alone["kpt_px"]
             s.noise_alone = share(alone["out_rel_l2"] ** 2 - p_fp16)
             kept = ev.fp16_set({i})
-            s.ap_gain_fp16, s.kpt_px_fp16 = kept["metrics"]["AP"] - ap_int8, kpt_int8 - kept["kpt_px"]
+            s.ap_gain_fp16, s.kpt_px_fp16 = kept["metrics"][key] - ap_int8, kpt_int8 - kept["kpt_px"]
             s.noise_fp16 = share(p_int8 - kept["out_rel_l2"] ** 2)
         except BudgetSpent as e:
             stopped = str(e)
@@ -113,7 +114,7 @@ def search_fp16_set(ev: SetEvaluator, sens: Sequence[Sensitivity], ap_fp32: floa
     groups = ev.groups
 
     def ok(r: dict[str, Any]) -> bool:
-        return ap_fp32 - r["metrics"]["AP"] <= max_ap_drop + _EPS
+        return ap_fp32 - r["metrics"][ev.metric] <= max_ap_drop + _EPS
 
     forced = [i for i, s in enumerate(sens) if s.ap_drop_alone is not None and s.ap_drop_alone > max_ap_drop + _EPS]
     path: list[dict[str, Any]] = []
@@ -164,7 +165,7 @@ def _choose(ev: SetEvaluator, forced: Sequence[int], ok: Any) -> tuple[list[int]
         raise RuntimeError("the INT8 search measured no FP16 set holding the forced groups")
     good = [(f, r) for f, r in measured if ok(r)]
     if good:
-        f, r = min(good, key=lambda fr: (fp16_macs(groups, fr[0]), -fr[1]["metrics"]["AP"], len(fr[0])))
+        f, r = min(good, key=lambda fr: (fp16_macs(groups, fr[0]), -fr[1]["metrics"][ev.metric], len(fr[0])))
         return f, r, True
-    f, r = max(measured, key=lambda fr: (fr[1]["metrics"]["AP"], -fp16_macs(groups, fr[0])))
+    f, r = max(measured, key=lambda fr: (fr[1]["metrics"][ev.metric], -fp16_macs(groups, fr[0])))
     return f, r, False

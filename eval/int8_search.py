@@ -12,7 +12,8 @@ settings (:mod:`srpose.eval._int8_eval`), so a rerun with another budget runs no
 Outputs in ``out_dir``: ``<name>.fp32.onnx``, ``<name>.mixed.onnx`` (its card: precision ``mixed``,
 ``precision_details["mixed"]["int8_exclude"]`` for ``srpose export --int8-exclude``), ``<name>.quantize.json`` /
 ``.md`` and ``<name>.sensitivity.png`` / ``<name>.pareto.png``; all written atomically. Top-down models only (the
-INT8 export is top-down only).
+INT8 export is top-down only). "AP" is the held-out set's protocol metric on the 0..1 scale: keypoint AP (COCO,
+CrowdPose), PCKh@0.5 for MPII models (the report's ``metric``, ``PCKh``; ``max_ap_drop`` then budgets PCKh).
 """
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ __all__ = ["QuantizeOptions", "QuantizeReport", "search_int8"]
 @dataclass
 class QuantizeOptions:
     """What to search: calibration crops (``calib_*``), held-out crops (``val_ann`` / ``val_images``, GT boxes;
-    ``val_num`` images of them, evenly spread, None: all; the output error against FP32 on the first
-    ``error_items``), the AP budget ``max_ap_drop`` (AP on the 0..1 scale:
-    0.005 = half an AP point), the grouping (``block`` / ``node``), the FP16 policy of the non-INT8 groups (as
-    ``srpose export``'s), evaluation settings (``flip`` None: the config's), the search's bounds (seconds, graphs
-    run), the cache folder (default ``out_dir/quantize_cache``) and the export's name / batch profile / input size."""
+    ``val_num`` images of them, evenly spread, None: all; the output error against FP32 on the first ``error_items``),
+    the AP budget ``max_ap_drop`` (AP on the 0..1 scale: 0.005 = half an AP point; PCKh@0.5 for MPII), the grouping
+    (``block`` / ``node``), the FP16 policy of the non-INT8 groups (as ``srpose export``'s), evaluation settings
+    (``flip`` None: the config's), the search's bounds (seconds, graphs run), the cache folder (default
+    ``out_dir/quantize_cache``) and the export's name / batch profile / input size."""
 
     out_dir: str | Path
     calib_ann: str
@@ -106,7 +107,9 @@ class QuantizeOptions:
 class QuantizeReport:
     """What :func:`search_int8` found: the reference graphs (``fp32``, ``fp16``, ``int8``, ``int8_export``,
     ``chosen``: metrics, keypoint error, INT8 MAC share), every group with its sensitivity, the
-    chosen FP16 set, the search path, every measured set, the evaluation counts and the files written."""
+    chosen FP16 set, the search path, every measured set, the evaluation counts and the files written.
+    ``metric`` names the figure budgeted (``AP``; ``PCKh`` for MPII): the key of the graphs' ``metrics`` and of the
+    path and measured rows."""
 
     model: str
     name: str
@@ -127,6 +130,7 @@ class QuantizeReport:
     stopped: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    metric: str = "AP"
 
     @property
     def int8_exclude_args(self) -> str:
@@ -204,9 +208,6 @@ def _prepare(task: Any, opts: QuantizeOptions, checkpoint: str | None, model: An
     cache_dir.mkdir(parents=True, exist_ok=True)
     val_ann = _validation_annotations(Path(opts.val_ann), opts.val_num, cache_dir)
     dataset = task.dataset(str(val_ann), str(opts.val_images), gt_bbox=True)
-    if dataset.dataset_name == "mpii":
-        raise ValueError(f"{task.cfg.name} is an MPII model, scored by PCKh: the INT8 search budgets keypoint AP "
-                         "(COCO or CrowdPose held-out persons); export INT8 with srpose export --int8-exclude instead")
     val_key = CalibrationReader(val_ann, opts.val_images, task.cfg, num=None).data_key()
     reader = CalibrationReader(opts.calib_ann, opts.calib_images, task.cfg, num=opts.calib_num,
                                batch_size=opts.calib_batch)
@@ -241,6 +242,14 @@ def _validation_annotations(ann: Path, num: int | None, cache_dir: Path) -> Path
         return ann
     raw = ann.read_bytes()
     data = json.loads(raw)
+    if isinstance(data, list):  # MPII: a list of persons, images named by file
+        names = sorted({p["image"] for p in data})
+        step = (len(names) - 1) / max(num - 1, 1)
+        keep = {names[round(i * step)] for i in range(num)} if 1 < num < len(names) else set(names[:num])
+        path = cache_dir / f"{ann.stem}.val{num}.{hashlib.sha256(raw).hexdigest()[:12]}.json"
+        if not path.is_file():
+            atomic_write_json(path, [p for p in data if p["image"] in keep])
+        return path
     images = sorted(data.get("images", []), key=lambda im: im["id"])
     if num >= len(images):
         return ann
@@ -290,7 +299,7 @@ def _run(s: _Setup, opts: QuantizeOptions) -> QuantizeReport:
         refs["int8_export"] = ev.graph("int8_export", lambda p: write_qdq_model(
             s.fp32, p, s.calib, int8_exclude_for(_proto(s.fp32), s.fixed_nodes)), mandatory=True)
         phases["reference"] = ev.runs
-        ap32 = fp32["metrics"]["AP"]
+        ap32 = fp32["metrics"][ev.metric]
         sens, stopped = measure_sensitivity(ev, ap32, refs["int8"], refs["fp16"])
         phases["sensitivity"] = ev.runs - phases["reference"]
         found = search_fp16_set(ev, sens, ap32, opts.max_ap_drop)
@@ -320,7 +329,8 @@ def _report(s: _Setup, opts: QuantizeOptions, ev: Any, refs: dict[str, Any], sen
     def share(fp16: Sequence[int]) -> float:
         return (quantisable - fp16_macs(groups, fp16)) / total
 
-    ap32 = refs["fp32"]["metrics"]["AP"]
+    key = ev.metric
+    ap32 = refs["fp32"]["metrics"][key]
     fixed = f"fixed list ({len(s.fixed_nodes)} node{'s' if len(s.fixed_nodes) != 1 else ''})"
     counts = dict(fp32=(0.0, "-"), fp16=(0.0, f"every group ({len(groups)})"), int8=(quantisable / total, "none"),
                   int8_export=((quantisable - fixed_macs) / total, fixed + " in FP32"),
@@ -331,22 +341,22 @@ def _report(s: _Setup, opts: QuantizeOptions, ev: Any, refs: dict[str, Any], sen
     chosen = dict(groups=[groups[i].name for i in sorted(found.chosen)], indices=sorted(found.chosen),
                   fp16_nodes=chosen_nodes, int8_exclude=int8_exclude_for(_proto(s.fp32), chosen_nodes),
                   fp16_mac_share=fp16_macs(groups, found.chosen) / total, int8_mac_share=share(found.chosen),
-                  metrics=found.result["metrics"], ap_drop=ap32 - found.result["metrics"]["AP"],
+                  metrics=found.result["metrics"], ap_drop=ap32 - found.result["metrics"][key],
                   kpt_px=found.result["kpt_px"], out_rel_l2=found.result["out_rel_l2"])
     rows = [dict(name=g.name, nodes=g.nodes, op_types=g.op_types, macs=g.macs, mac_share=g.macs / total,
                  sensitivity=sens[i].to_dict(), forced=i in found.forced, fp16=i in found.chosen)
             for i, g in enumerate(groups)]
     path = [dict(kind=p["kind"], fp16=[groups[i].name for i in p["fp16"]], int8_mac_share=share(p["fp16"]),
-                 AP=p["result"]["metrics"]["AP"], ap_drop=ap32 - p["result"]["metrics"]["AP"],
+                 **{key: p["result"]["metrics"][key]}, ap_drop=ap32 - p["result"]["metrics"][key],
                  kpt_px=p["result"]["kpt_px"], out_rel_l2=p["result"]["out_rel_l2"]) for p in found.path]
-    measured = [dict(fp16=f, int8_mac_share=share(f), AP=r["metrics"]["AP"], kpt_px=r["kpt_px"],
+    measured = [dict(fp16=f, int8_mac_share=share(f), **{key: r["metrics"][key]}, kpt_px=r["kpt_px"],
                      out_rel_l2=r["out_rel_l2"])
                 for f, r in _measured_sets(ev)]
     return QuantizeReport(
         model=s.task.cfg.name, name=s.name, dataset=s.dataset.dataset_name, val_persons=len(s.dataset),
         calib_crops=s.calib.crops, flip=s.flip, group_by=opts.group_by, max_ap_drop=float(opts.max_ap_drop),
         met=found.met, macs_total=total, graphs=graphs, groups=rows, chosen=chosen, path=path,
-        measured=measured, stopped=stopped,
+        measured=measured, stopped=stopped, metric=key,
         evaluations=dict(run=ev.runs, cached=ev.hits, run_by_phase=phases, cache_file=str(s.cache_file)))
 
 
@@ -373,7 +383,8 @@ def _write(report: QuantizeReport, s: _Setup, opts: QuantizeOptions) -> None:
     write_mixed_model(s.fp32, files["mixed"], s.calib, c["fp16_nodes"], keep_fp32_ops=opts.keep_fp32_ops,
                       keep_fp32_nodes=opts.keep_fp32_nodes,
                       details=dict(search=dict(max_ap_drop=report.max_ap_drop, met=report.met, fp16_groups=c["groups"],
-                                               ap_fp32=report.graphs["fp32"]["metrics"]["AP"], ap=c["metrics"]["AP"],
+                                               ap_fp32=report.graphs["fp32"]["metrics"][report.metric],
+                                               ap=c["metrics"][report.metric], metric=report.metric,
                                                int8_mac_share=round(c["int8_mac_share"], 6), key=s.key)))
     report.files = {k: str(v) for k, v in files.items()}
     plot_sensitivity(report, files["sensitivity_png"])

@@ -43,8 +43,8 @@ def coco_table() -> str:
 def datasets_table() -> str:
     """One row per MPII / CrowdPose preset: the paper's metric (SRPose rows: the gain over their baseline), and our
     complexity at the preset's input size."""
-    rows = ["| preset | dataset (joints) | input | heatmaps | paper | GMACs | backbone M | head (eval) M | head (all) M |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    rows = ["| preset | dataset (joints) | input | heatmaps | paper | GMACs | backbone M | head (eval) M | "
+            "head (all) M |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for name, (dataset, metric, value) in PAPER_TABLE_DATASETS.items():
         cfg = get_config(name)
         rep = _report(name)

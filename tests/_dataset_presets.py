@@ -65,7 +65,8 @@ def sample_dataset(task: Any, shared: Path, *, det: bool = False) -> Any:
     return task.dataset(str(ann), str(d), gt_bbox=True)
 
 
-def mean_pose_model(cfg: PoseConfig, task: Any, dataset: Any, *, weight: float = 0.02, seed: int = 0) -> torch.nn.Module:
+def mean_pose_model(cfg: PoseConfig, task: Any, dataset: Any, *, weight: float = 0.02,
+                    seed: int = 0) -> torch.nn.Module:
     """The model of ``cfg`` (PyTorch's default initialisation, seeded) whose eval-mode heatmaps are ``weight`` x its
     own plus the rendered mean pose of ``dataset``'s crops: the network still computes (and exports: the hook is
     traced), and the keypoints land near people, so AP / PCKh are above 0 without training."""
@@ -78,3 +79,32 @@ def mean_pose_model(cfg: PoseConfig, task: Any, dataset: Any, *, weight: float =
     model = build_model(cfg, init=False).eval()
     model.register_forward_hook(lambda m, _inputs, out: out if m.training else weight * out + target)
     return model
+
+
+def self_labelled(task: Any, model: torch.nn.Module, shared: Path, out: Path) -> Path:
+    """The shared sample of the task's dataset annotated with ``model``'s own keypoints (every joint visible; MPII:
+    1-based, with a head box of the true head segment for PCKh's head size): the FP32 model scores 1, so every
+    quantisation error shows as a loss of AP / PCKh."""
+    import json
+
+    from srpose.eval.backends import TorchBackend
+    from srpose.eval.evaluator import EvalOptions, predict
+
+    name = task.cfg.data["dataset"]
+    dataset = sample_dataset(task, shared)
+    poses, _ = predict(task, TorchBackend(model), dataset, EvalOptions(flip=False, workers=0, progress=False))
+    kpts = poses.keypoints[np.argsort(poses.indices)]
+    data = json.loads((shared / name / f"test_{name}.json").read_text())
+    if name == "mpii":
+        for person, kp in zip(data, kpts):
+            head = np.asarray(person["joints"], dtype=np.float64)[[8, 9]]
+            person.update(joints=(kp[:, :2] + 1).tolist(), joints_vis=[1] * len(kp),
+                          headbox=[*head.min(0).tolist(), *head.max(0).tolist()])
+    else:
+        for rec, kp in zip(dataset.records, kpts):
+            (ann,) = [a for a in data["annotations"]
+                      if a["image_id"] == rec["image_id"] and np.allclose(a["bbox"][:2], rec["bbox"][:2])]
+            ann.update(keypoints=[float(v) for x, y, _ in kp for v in (x, y, 2)], num_keypoints=len(kp))
+    path = out / f"self_labelled_{name}.json"
+    path.write_text(json.dumps(data))
+    return path

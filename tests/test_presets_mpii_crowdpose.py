@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _dataset_presets import PRESETS, SMALL, mean_pose_model, sample_dataset, small_preset
+from _dataset_presets import PRESETS, SMALL, mean_pose_model, sample_dataset, self_labelled, small_preset
 from conftest import SHARED_DATA, shared_path
 
 from srpose import get_config, list_models, load_checkpoint, save_checkpoint
@@ -117,21 +117,6 @@ def test_srpose_eval_of_the_preset_name_with_the_oracle(name: str, tmp_path: Pat
     assert res["model"] == name and res["flip"] is True and res["num_persons"] == len(
         sample_dataset(task_for(get_config(name)), SHARED_DATA, det=False))
     assert res["metrics"][PRIMARY[dataset]] >= 0.99, res["metrics"]
-
-
-def test_a_checkpoint_of_the_wrong_dataset_names_the_fitting_preset(tmp_path: Path) -> None:
-    """An MPII checkpoint (mmpose's layout: the COCO key names, 16 output channels) given to the COCO model: the
-    error lists the shape mismatch and names the MPII preset (the only preset it fits)."""
-    from srpose import CheckpointError, build_model
-
-    with torch.device("meta"):
-        sd = build_model("res50_mpii_256x256", init=False).state_dict()
-    head = {k: torch.zeros(v.shape) for k, v in sd.items() if k.startswith("keypoint_head.final_layer")}
-    model = build_model("res50_coco_256x192", init=False)
-    torch.save({"state_dict": {**model.state_dict(), **head}}, tmp_path / "mpii.pth")
-    with pytest.raises(CheckpointError, match=r"(?s)final_layer.weight: checkpoint \(16, 256") as e:
-        load_checkpoint(model, tmp_path / "mpii.pth")
-    assert str(e.value).endswith("this checkpoint fits the preset(s): res50_mpii_256x256")
 
 
 # ------------------------------------------------------------------------------------------ reduced width
@@ -262,3 +247,40 @@ def test_training_on_the_sample_with_evaluation(name: str, tmp_path: Path) -> No
     assert res.best is not None and res.best_metric is not None and 0 <= res.best_metric <= 1
     meta = load_checkpoint(build_model(cfg), res.best, strict=True)
     assert meta["config"]["data"]["dataset"] == dataset and PRIMARY[dataset] in meta
+
+
+# ------------------------------------------------------------------------------------------ INT8 search
+@pytest.mark.parametrize("name", ["res50_mpii_256x256", "res50_crowdpose_256x192"])
+def test_srpose_quantize_budgets_the_datasets_metric(name: str, tmp_path: Path) -> None:
+    """`srpose quantize` on self-labelled samples (FP32 scores 1): the search measures PCKh on MPII, AP on
+    CrowdPose, writes the mixed graph (14 / 16 joints) and names the metric in its report."""
+    from srpose import build_model
+    from srpose.card import read_card
+
+    dataset = PRESETS[name][0]
+    cfg = small_preset(name)
+    task = task_for(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, init=False).eval()
+    ann = self_labelled(task, model, shared_path("data"), tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    save_checkpoint(model, tmp_path / "m.pth")
+    images = str(SHARED_DATA / dataset)
+    argv = ["quantize", str(tmp_path / "cfg.json"), "--checkpoint", str(tmp_path / "m.pth"), "--out-dir",
+            str(tmp_path / "out"), "--max-ap-drop", "0.05", "--calib-ann", str(ann), "--calib-images", images,
+            "--calib-num", "8", "--val-ann", str(ann), "--val-images", images, "--no-flip", "--threads", "1",
+            "--max-evals", "2", "--json", str(tmp_path / "q.json"), "--quiet"]
+    assert main(argv) == 0
+    rep = json.loads((tmp_path / "q.json").read_text())
+    metric = {"mpii": "PCKh", "crowdpose": "AP"}[dataset]
+    assert rep["metric"] == metric and rep["dataset"] == dataset and rep["val_persons"] == len(
+        sample_dataset(task, SHARED_DATA))
+    assert rep["graphs"]["fp32"]["metrics"][metric] == 1.0
+    assert all(metric in g["metrics"] for g in rep["graphs"].values())
+    assert all(metric in p for p in rep["path"] + rep["measured"])
+    assert rep["chosen"]["ap_drop"] == pytest.approx(1.0 - rep["chosen"]["metrics"][metric])
+    md = (tmp_path / "out" / f"{cfg.name}.quantize.md").read_text()
+    assert md.startswith(f"### {metric}-guided INT8: {cfg.name} ({dataset}, ")
+    card = read_card(rep["files"]["mixed"])
+    assert card.precision == "mixed" and card.num_joints == cfg.num_joints
+    assert card.precision_details["mixed"]["search"]["metric"] == metric

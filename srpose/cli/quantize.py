@@ -19,10 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder: NAME.mixed.onnx, NAME.quantize.json/.md, NAME.sensitivity.png, "
                         "NAME.pareto.png, the FP32 graph and the cache")
     p.add_argument("--max-ap-drop", type=float, required=True, metavar="X",
-                   help="AP the mixed graph may lose against FP32, on the 0..1 AP scale (0.005 = half a point)")
+                   help="AP the mixed graph may lose against FP32, on the 0..1 AP scale (0.005 = half a point); "
+                        "PCKh@0.5 for MPII models")
     c = p.add_argument_group("calibration crops")
     add_calibration_args(c, required=True)
-    v = p.add_argument_group("held-out crops (GT boxes) the AP is measured on")
+    v = p.add_argument_group("held-out crops (GT boxes) the AP (MPII: PCKh) is measured on")
     v.add_argument("--val-ann", required=True, metavar="ANN", help="annotation file of the held-out persons")
     v.add_argument("--val-images", required=True, metavar="DIR", help="image folder of the held-out persons")
     v.add_argument("--val-num", type=int, default=None, metavar="N",
