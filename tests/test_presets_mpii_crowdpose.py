@@ -44,8 +44,10 @@ def test_every_row_of_the_papers_tables_is_a_listed_preset(capsys: pytest.Captur
     assert set(list_models("*_crowdpose_*")) == {n for n, (d, _) in PRESETS.items() if d == "crowdpose"}
     for dataset in ("mpii", "crowdpose"):
         assert main(["list", dataset]) == 0
-        listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-        assert sorted(listed) == sorted(n for n, (d, _) in PRESETS.items() if d == dataset)
+        lines = capsys.readouterr().out.splitlines()
+        assert sorted(line.split()[0] for line in lines) == sorted(n for n, (d, _) in PRESETS.items() if d == dataset)
+        joints = len(dataset_meta(dataset)["joints"])
+        assert all(line.split()[1:3] == [dataset, f"({joints})"] for line in lines), lines
     assert {v[:2] for v in PAPER_TABLE_DATASETS.values()} == {("mpii", "PCKh@0.5"), ("crowdpose", "AP")}
 
 

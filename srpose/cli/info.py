@@ -20,8 +20,9 @@ def run_list(args: argparse.Namespace) -> int:
         cfg = get_preset(n)
         w, h = cfg.image_size
         hw, hh = cfg.heatmap_size
-        print(f"{n:<{width}}  {cfg.model['backbone']['type']:<10} {cfg.model['keypoint_head']['type']:<20} "
-              f"input {w}x{h}  heatmap {hw}x{hh}")
+        dataset = f"{cfg.data.get('dataset', 'coco')} ({cfg.num_joints})"
+        print(f"{n:<{width}}  {dataset:<14} {cfg.model['backbone']['type']:<10} "
+              f"{cfg.model['keypoint_head']['type']:<20} input {w}x{h}  heatmap {hw}x{hh}")
     return 0
 
 
