@@ -171,9 +171,11 @@ def test_reduced_preset_builds_trains_forward_and_round_trips(name: str, tmp_pat
 
 @pytest.mark.parametrize("name", NAMES)
 def test_export_eval_and_parity_on_the_sample(name: str, exports) -> None:
-    """The exported graph carries the dataset (card and config), ONNX Runtime scores the sample exactly as
-    PyTorch (PCKh on MPII; AP on CrowdPose with GT boxes and with detections) and the metric is above 0."""
+    """The exported graph carries the dataset (card and config) and passes TensorRT's ONNX parser rules; ONNX
+    Runtime scores the sample exactly as PyTorch (PCKh on MPII; AP on CrowdPose with GT boxes and with detections)
+    and the metric is above 0."""
     from srpose.card import read_card
+    from srpose.engines.tensorrt.onnx_check import check_onnx_for_tensorrt
     from srpose.eval.parity import ParityOptions, run_parity
 
     s = exports(name)
@@ -181,6 +183,7 @@ def test_export_eval_and_parity_on_the_sample(name: str, exports) -> None:
     card = read_card(s["onnx"])
     assert card.num_joints == s["cfg"].num_joints and card.config["data"]["dataset"] == dataset
     assert card.flip_pairs == [list(p) for p in s["cfg"].flip_pairs] and card.codec["name"] == s["task"].codec.name
+    assert [str(p) for p in check_onnx_for_tensorrt(s["onnx"])] == []
     sets = [s["ds"]] + ([sample_dataset(s["task"], SHARED_DATA, det=True)] if dataset == "crowdpose" else [])
     for ds in sets:
         rep = run_parity(s["task"], s["model"], [s["onnx"]], ds, ParityOptions(batch_size=8, workers=0))
@@ -196,11 +199,13 @@ def test_decode_and_flip_in_the_graph(name: str, exports, tmp_path: Path) -> Non
     """The graph with the codec's decoder and the flip test inside (each codec, each dataset's flip pairs): the
     same keypoints as the evaluator's host-side flip and decode."""
     from srpose.engines import open_backend
+    from srpose.engines.tensorrt.onnx_check import check_onnx_for_tensorrt
     from srpose.eval import EvalOptions, evaluate
     from srpose.export.onnx_export import export_onnx
 
     s = exports(name)
     both = export_onnx(s["model"], s["cfg"], tmp_path / "both.onnx", batch=(1, 4, 8), decode=True, flip=True)
+    assert [str(p) for p in check_onnx_for_tensorrt(both)] == []
     opts = EvalOptions(progress=False, workers=0)
     host = evaluate(s["task"], open_backend(s["onnx"]), s["ds"], opts)
     graph = evaluate(s["task"], open_backend(both), s["ds"], opts)
@@ -258,6 +263,7 @@ def test_srpose_quantize_budgets_the_datasets_metric(name: str, tmp_path: Path) 
     CrowdPose, writes the mixed graph (14 / 16 joints) and names the metric in its report."""
     from srpose import build_model
     from srpose.card import read_card
+    from srpose.engines.tensorrt.onnx_check import check_onnx_for_tensorrt
 
     dataset = PRESETS[name][0]
     cfg = small_preset(name)
@@ -286,3 +292,4 @@ def test_srpose_quantize_budgets_the_datasets_metric(name: str, tmp_path: Path) 
     card = read_card(rep["files"]["mixed"])
     assert card.precision == "mixed" and card.num_joints == cfg.num_joints
     assert card.precision_details["mixed"]["search"]["metric"] == metric
+    assert [str(p) for p in check_onnx_for_tensorrt(rep["files"]["mixed"])] == []
