@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from srpose.card import ArtifactCard, CardError
+from srpose.card import INPUT_DTYPES, ArtifactCard, CardError
 from srpose.engines.base import Backend
 
 __all__ = ["OnnxRuntimeBackend", "resolve_providers"]
@@ -102,17 +102,35 @@ class OnnxRuntimeBackend(Backend):
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.card is not None and self.card.image_input:
+            self._check_image_io(inputs)
+        elif len(inputs) != 1:
             raise ValueError(f"{self.path}: expected one image input, got {[i.name for i in inputs]}")
-        if inputs[0].type != "tensor(float)":
+        elif inputs[0].type != "tensor(float)":
             raise ValueError(f"{self.path}: input {inputs[0].name!r} is {inputs[0].type}, expected float32 "
                              "(FP16 exports keep float32 I/O)")
-        self.input_name = inputs[0].name
-        self.input_shape = list(inputs[0].shape)
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        else:
+            self.input_name = inputs[0].name
+            self.input_shape = list(inputs[0].shape)
+            self.input_names = [self.input_name]
         if self.card is not None and sorted(self.card.output_names) != sorted(self.output_names):
             raise ValueError(f"{self.path}: the graph's outputs {self.output_names} differ from its card's "
                              f"{self.card.output_names}: the file was edited after export; re-export it")
+
+    def _check_image_io(self, inputs: Any) -> None:
+        """An image-to-keypoints graph: the card's inputs, with their dtypes."""
+        card = self.card
+        assert card is not None
+        types = {i.name: i.type for i in inputs}
+        want = {n: "tensor(" + {"float32": "float", "int32": "int32", "uint8": "uint8"}[INPUT_DTYPES.get(n, "float32")]
+                + ")" for n in card.input_names}
+        if types != want:
+            raise ValueError(f"{self.path}: the graph's inputs {types} differ from what its card describes {want}: "
+                             "the file was edited after export; re-export it")
+        self.input_names = list(card.input_names)
+        self.input_name = card.input_name
+        self.input_shape = list(next(i.shape for i in inputs if i.name == card.input_name))
 
     def _open(self, source: str | bytes, opts: Any, providers: list[str]) -> Any:
         import onnxruntime as ort
@@ -123,10 +141,15 @@ class OnnxRuntimeBackend(Backend):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ValueError(f"ONNX Runtime cannot load {self.path}: {first}") from None
 
-    def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """N x 3 x H x W float32 images -> ``{output name: float32 array}``."""
+    def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """N x 3 x H x W float32 images (image graphs: ``{input name: array}``) -> ``{output name: float32
+        array}``."""
         if self.session is None:
             raise RuntimeError(f"the ONNX Runtime backend of {self.path.name} is closed")
+        if isinstance(images, Mapping):
+            return self._infer_feed(images)
+        if len(self.input_names) != 1:
+            raise ValueError(f"{self.path.name} takes {self.input_names}: pass {{input name: array}}")
         x = np.ascontiguousarray(images, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"images must be N x 3 x H x W, got shape {x.shape}")
@@ -143,6 +166,16 @@ class OnnxRuntimeBackend(Backend):
             return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, parts[0])}
         return {n: np.concatenate([np.asarray(p[i], dtype=np.float32) for p in parts])
                 for i, n in enumerate(self.output_names)}
+
+    def _infer_feed(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise ValueError(f"{self.path.name} needs inputs {self.input_names}; missing {missing}")
+        args = {n: np.ascontiguousarray(feed[n], dtype=INPUT_DTYPES.get(n, "float32")) for n in self.input_names}
+        t0 = time.perf_counter()
+        outs = self.session.run(self.output_names, args)
+        self.last_timing_ms = (time.perf_counter() - t0) * 1e3
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -6,7 +6,9 @@ CrowdPose AP or MPII PCKh (pycocotools, as mmpose 0.x).
 """
 from __future__ import annotations
 
+import collections
 import copy
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -22,7 +24,15 @@ from srpose.tasks.served import decode_served, infer_served, served_batches
 from .metrics import COCO_METRIC_NAMES, coco_keypoint_eval, crowdpose_keypoint_eval, mpii_pckh
 
 __all__ = ["EvalOptions", "EvalResult", "evaluate", "predict", "score", "predict_rows", "score_rows",
-           "format_metrics"]
+           "format_metrics", "default_workers"]
+
+
+def default_workers() -> int:
+    """Data-loader processes by default: one per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
 
 #: ``on_output(images, outputs)``: sees every backend result of an evaluation (parity probes)
 OutputHook = Callable[[np.ndarray, dict], None]
@@ -32,14 +42,15 @@ OutputHook = Callable[[np.ndarray, dict], None]
 class EvalOptions:
     """How to evaluate: ``flip`` None follows the config's ``test_cfg.flip_test`` (graphs with the flip folded in
     are never flipped again); ``post`` the codec's refinement; ``batch_size`` persons per batch (top-down; bottom-up
-    runs one image at a time); ``workers`` data-loader processes; ``results_file`` also writes the keypoint
-    results there (COCO results format); ``concurrency``: requests in flight to a served model (Triton), which
-    takes one image per request."""
+    runs one image at a time; image-input graphs: whole images adding up to about this many persons);
+    ``workers`` data-loader processes (None: one per core; they decode the images and, for crop graphs, crop and
+    normalise); ``results_file`` also writes the keypoint results there (COCO results format); ``concurrency``:
+    requests in flight to a served model (Triton), which takes one image per request."""
 
     flip: bool | None = None
     post: bool = True
     batch_size: int = 32
-    workers: int = 2
+    workers: int | None = None
     progress: bool = True
     results_file: str | Path | None = None
     concurrency: int = 8
@@ -49,8 +60,12 @@ class EvalOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def num_workers(self) -> int:
+        return default_workers() if self.workers is None else int(self.workers)
 
 
 @dataclass
@@ -101,27 +116,86 @@ def predict(task: PoseTask, backend: Backend, dataset: Any, options: EvalOptions
         raise ValueError(f"backend {backend.name!r} needs ground-truth joints: evaluate with GT boxes (--gt-bbox), "
                          "not detections")
     flip = task.host_flip(backend, opts.flip)
-    parts: list[Poses] = []
-    backend_s = 0.0
     t_start = time.perf_counter()
     served = bool(getattr(backend, "serves_images", False))  # whole images in, people out (srpose.tasks.served)
     if served and not opts.post:
         raise ValueError(f"backend {backend.name!r} decodes on the server, with the codec's refinement: evaluate it "
                          "without --no-post")
-    batches = (served_batches(task, dataset, images_per_batch=4 * opts.concurrency, indices=indices) if served else
-               task.batches(dataset, batch_size=opts.batch_size, workers=opts.workers, indices=indices))
+    if backend.image_input and flip and task.kind == "top-down" and not served:
+        raise ValueError(f"{backend.name}: the image graph was exported without the flip test, and images cannot be "
+                         "flipped around it: export it with --flip, or evaluate with --no-flip")
     with tqdm(total=n, unit=task.item, desc=f"eval {backend.name}", disable=not opts.progress, leave=False) as bar:
-        for batch in batches:
-            if served:
-                answers, secs = infer_served(task, backend, batch, flip=flip, concurrency=opts.concurrency)
-                parts.append(decode_served(task, answers, batch))
-            else:
-                out, secs = task.infer(_Hooked(backend, on_output) if on_output else backend, batch, flip=flip)
-                parts.append(task.decode(out, batch, decoded=backend.decoded, post=opts.post))
-            backend_s += secs
-            bar.update(len(batch["idx"]))
-    return Poses.concat(parts, task.cfg.num_joints), dict(backend_s=backend_s,
-                                                           elapsed_s=time.perf_counter() - t_start, flip=flip)
+        if served:
+            parts, backend_s = _served(task, backend, dataset, opts, indices, bar)
+        elif backend.image_input and task.kind == "top-down":
+            parts, backend_s = _pipelined(task, _Hooked(backend, on_output) if on_output else backend,
+                                          task.image_batches(dataset, backend.card, batch_size=opts.batch_size,
+                                                             workers=opts.num_workers, indices=indices), bar)
+        else:
+            batches = (task.image_batches(dataset, backend.card, batch_size=opts.batch_size, workers=opts.num_workers,
+                                          indices=indices) if backend.image_input else
+                       task.batches(dataset, batch_size=opts.batch_size, workers=opts.num_workers, indices=indices))
+            parts, backend_s = _batched(task, _Hooked(backend, on_output) if on_output else backend, batches, flip,
+                                        opts.post, bar)
+    elapsed = time.perf_counter() - t_start
+    if flip and not backend.decoded and task.kind == "top-down" and backend.timing_source == "device" and n:
+        host_ms = max(0.0, elapsed - backend_s) * 1e3 / n
+        warnings.warn(f"{backend.name}: the flip test and decoding ran on the host, {host_ms:.2f} ms per person "
+                      f"({1e3 / max(host_ms, 1e-9):.0f} persons/s at most, whatever the GPU does); export the "
+                      "image-to-keypoints graph (srpose export ... --image-input) to run crop, flip and decoding in "
+                      "the engine", stacklevel=2)
+    return Poses.concat(parts, task.cfg.num_joints), dict(backend_s=backend_s, elapsed_s=elapsed, flip=flip)
+
+
+def _served(task: PoseTask, backend: Backend, dataset: Any, opts: EvalOptions, indices: Sequence[int] | None,
+            bar: Any) -> tuple[list[Poses], float]:
+    parts, backend_s = [], 0.0
+    for batch in served_batches(task, dataset, images_per_batch=4 * opts.concurrency, indices=indices):
+        answers, secs = infer_served(task, backend, batch, flip=task.host_flip(backend, opts.flip),
+                                     concurrency=opts.concurrency)
+        parts.append(decode_served(task, answers, batch))
+        backend_s += secs
+        bar.update(len(batch["idx"]))
+    return parts, backend_s
+
+
+def _batched(task: PoseTask, backend: Backend, batches: Any, flip: bool, post: bool, bar: Any
+             ) -> tuple[list[Poses], float]:
+    parts, backend_s = [], 0.0
+    for batch in batches:
+        out, secs = task.infer(backend, batch, flip=flip)
+        parts.append(task.decode(out, batch, decoded=backend.decoded, post=post))
+        backend_s += secs
+        bar.update(len(batch["idx"]))
+    return parts, backend_s
+
+
+def _pipelined(task: PoseTask, backend: Backend, batches: Any, bar: Any) -> tuple[list[Poses], float]:
+    """Image batches through an image-to-keypoints graph, ``backend.slots`` in flight: the next batch is filled
+    into the backend's input arrays and submitted while the previous one runs."""
+    parts: list[Poses] = []
+    pending: collections.deque = collections.deque()
+    backend_s = 0.0
+
+    def collect() -> float:
+        handle, batch = pending.popleft()
+        t0 = time.perf_counter()
+        out = handle.result()
+        secs = time.perf_counter() - t0
+        parts.append(task.decode(out, batch, decoded=True, post=True))
+        bar.update(len(batch["idx"]))
+        return secs
+
+    for batch in batches:
+        feed = task.image_feed(backend, batch)
+        t0 = time.perf_counter()
+        pending.append((backend.submit(feed), batch))
+        backend_s += time.perf_counter() - t0
+        while len(pending) >= max(1, int(backend.slots)):
+            backend_s += collect()
+    while pending:
+        backend_s += collect()
+    return parts, backend_s
 
 
 def evaluate(task: PoseTask, backend: Backend, dataset: Any, options: EvalOptions | None = None, *,
@@ -200,6 +274,10 @@ class _Hooked(Backend):
         super().__init__()
         self.backend, self.hook = backend, hook
         self.name, self.needs_meta, self.card = backend.name, backend.needs_meta, backend.card
+        self.timing_source = backend.timing_source
+
+    def input_arrays(self, shapes: Any) -> dict[str, np.ndarray]:
+        return self.backend.input_arrays(shapes)
 
     def infer(self, images: np.ndarray, meta: Any = None) -> dict[str, np.ndarray]:
         out = self.backend.infer(images, meta) if self.needs_meta else self.backend.infer(images)

@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["SCHEMA", "TASKS", "ENGINE_SUFFIXES", "ArtifactCard", "CardError", "read_card", "sidecar_path",
-           "write_sidecar", "card_to_onnx", "card_from_onnx"]
+           "write_sidecar", "card_to_onnx", "card_from_onnx", "IMAGES", "BOXES", "BOX_IMAGE", "KEYPOINTS", "SCORES",
+           "PIXEL_FORMATS", "INPUT_DTYPES"]
 
 #: Schema of the card in ONNX metadata (key ``srpose_format``) and in engine sidecars (key ``schema``).
 SCHEMA = 2
 TASKS = ("top-down", "bottom-up")
 PRECISIONS = ("fp32", "fp16", "int8", "mixed")
 ENGINE_SUFFIXES = (".engine", ".plan")
+#: tensor names of image-to-keypoints graphs (``srpose export --image-input``): inputs ``images`` (uint8
+#: B x H x W x 3, zero-padded to a common size), ``boxes`` (float32 P x 5: x, y, w, h in image pixels and the box
+#: score) and ``box_image`` (int32 P: the image of each box); outputs ``keypoints`` (P x K x 3: x, y in image pixels,
+#: score) and ``scores`` (P: the evaluator's person rescoring). Bottom-up image graphs take ``images`` only.
+IMAGES, BOXES, BOX_IMAGE, KEYPOINTS, SCORES = "images", "boxes", "box_image", "keypoints", "scores"
+#: numpy dtype names of those inputs (every other graph input is float32)
+INPUT_DTYPES = {IMAGES: "uint8", BOXES: "float32", BOX_IMAGE: "int32"}
+#: channel orders of uint8 image inputs: ``bgr`` is what OpenCV decodes (the host does no colour conversion)
+PIXEL_FORMATS = ("bgr", "rgb")
 #: Card fields stored under another metadata key for compatibility with schema-1 readers (trtexec users' scripts).
 _META_NAMES = {"schema": "srpose_format"}
 
@@ -45,6 +55,12 @@ class ArtifactCard:
     the graph, ``decode`` that the codec's decoder is (keypoints or bottom-up candidates come out).
     ``precision_details`` keeps what the FP16 / INT8 conversion did (islands, excluded layers, calibration);
     ``engine`` is set in engine sidecars only.
+
+    Image-to-keypoints graphs (``image_input``) take uint8 images of channel order ``pixel_format`` instead of
+    normalised crops: top-down ones also take person boxes (:data:`IMAGES`, :data:`BOXES`, :data:`BOX_IMAGE`), crop,
+    normalise, flip (``flip``), decode and map back to image pixels inside; ``batch`` then bounds the persons of one
+    call, ``image_batch`` the images and ``hw_profile`` their (H, W). Bottom-up ones take the resized image and
+    normalise inside.
     """
 
     model_name: str
@@ -71,6 +87,9 @@ class ArtifactCard:
     torch_version: str | None = None
     precision_details: dict[str, Any] = field(default_factory=dict)
     engine: dict[str, Any] | None = None
+    image_input: bool = False
+    image_batch: tuple[int, int, int] | None = None
+    pixel_format: str | None = None
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
@@ -86,22 +105,58 @@ class ArtifactCard:
         if not self.output_names:
             raise CardError(f"card of {self.model_name!r} names no outputs")
         self.output_names = [str(n) for n in self.output_names]
+        if self.image_batch is not None:
+            self.image_batch = tuple(int(v) for v in self.image_batch)  # type: ignore[assignment]
+            if len(self.image_batch) != 3 or not 1 <= self.image_batch[0] <= self.image_batch[1] <= \
+                    self.image_batch[2]:
+                raise CardError(f"card of {self.model_name!r}: image_batch {self.image_batch} must be 1 <= min <= "
+                                "opt <= max")
+        if self.image_input:
+            if self.pixel_format not in PIXEL_FORMATS:
+                raise CardError(f"card of {self.model_name!r}: pixel_format {self.pixel_format!r} must be one of "
+                                f"{PIXEL_FORMATS}")
+            if self.hw_profile is None or (self.task == "top-down" and self.image_batch is None):
+                raise CardError(f"card of {self.model_name!r}: an image-input graph needs hw_profile" +
+                                (" and image_batch" if self.task == "top-down" else ""))
 
     # -------------------------------------------------------------------------------------------- derived facts
     @property
     def output_kind(self) -> str:
         """``heatmaps`` (raw maps; bottom-up: heatmaps then tags), ``keypoints`` (top-down decoded, N x K x 3 in
-        heatmap pixels) or ``bottomup_candidates`` (bottom-up decoded: merged maps and top-k candidates)."""
+        heatmap pixels), ``people`` (top-down image-to-keypoints: keypoints in image pixels and person scores) or
+        ``bottomup_candidates`` (bottom-up decoded: merged maps and top-k candidates)."""
         if not self.decode:
             return "heatmaps"
-        return "keypoints" if self.task == "top-down" else "bottomup_candidates"
+        if self.task == "top-down":
+            return "people" if self.image_input else "keypoints"
+        return "bottomup_candidates"
 
     @property
     def dynamic_hw(self) -> bool:
         return self.hw_profile is not None
 
+    @property
+    def input_names(self) -> list[str]:
+        """Every input of the graph, in order."""
+        if self.image_input and self.task == "top-down":
+            return [IMAGES, BOXES, BOX_IMAGE]
+        return [self.input_name]
+
+    def input_profile(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """``{input name: (min, opt, max) shape}`` of the optimisation profile of every input (TensorRT, Triton)."""
+        if not self.image_input:
+            return {self.input_name: self.input_shapes()}
+        hws = self.hw_profile or ()
+        if self.task != "top-down":
+            return {IMAGES: tuple((n, h, w, 3) for n, (h, w) in zip(self.batch, hws))}  # type: ignore[dict-item]
+        images = tuple((n, h, w, 3) for n, (h, w) in zip(self.image_batch or (), hws))
+        return {IMAGES: images, BOXES: tuple((p, 5) for p in self.batch),  # type: ignore[dict-item]
+                BOX_IMAGE: tuple((p,) for p in self.batch)}
+
     def input_shapes(self) -> tuple[tuple[int, int, int, int], ...]:
-        """(min, opt, max) N x 3 x H x W of the optimisation profile (TensorRT, Triton)."""
+        """(min, opt, max) N x 3 x H x W of the optimisation profile of a crop / image input (TensorRT, Triton)."""
+        if self.image_input:
+            return self.input_profile()[IMAGES]  # type: ignore[return-value]
         if self.hw_profile is None:
             w, h = self.input_size
             hws = ((h, w),) * 3
@@ -119,6 +174,7 @@ class ArtifactCard:
         d["input_size"], d["heatmap_size"], d["batch"] = list(self.input_size), list(self.heatmap_size), \
             list(self.batch)
         d["hw_profile"] = None if self.hw_profile is None else [list(s) for s in self.hw_profile]
+        d["image_batch"] = None if self.image_batch is None else list(self.image_batch)
         return d
 
     @classmethod
@@ -141,6 +197,9 @@ class ArtifactCard:
         the flat profile keys TensorRT tools read (``batch_min`` ... ``width_max``)."""
         d = self.to_dict()
         d.pop("engine")
+        if not self.image_input:  # crop graphs keep the metadata (and bytes) of earlier releases
+            for k in ("image_input", "image_batch", "pixel_format"):
+                d.pop(k)
         out = {_META_NAMES.get(k, k): _json(v) for k, v in d.items()}
         for i, k in enumerate(("min", "opt", "max")):
             out[f"batch_{k}"] = _json(self.batch[i])

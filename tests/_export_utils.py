@@ -110,3 +110,27 @@ def cached_export(kind: str, head: str, **kw) -> tuple:
         path = export_onnx(model, cfg, _CACHE_DIR[0] / f"{cfg.name}{tag}.onnx", **opts)
         _CACHE[key] = (path, model, cfg)
     return _CACHE[key]
+
+
+def cached_image_graph(head: str = "srpose", flip: bool = True, **image_kw) -> tuple:
+    """(path, model, cfg) of the image-to-keypoints graph of a tiny hrnet model (its crop graph wrapped by
+    :func:`srpose.export.image_graph.write_image_graph`), made once per test session."""
+    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
+
+    key = ("image", head, flip, tuple(sorted(image_kw.items())))
+    if key not in _CACHE:
+        core, model, cfg = cached_export("hrnet", head)
+        path = core.with_name(f"{core.stem}_image{len(_CACHE)}.onnx")
+        opts = dict(flip=flip, persons=(1, 4, 8), image_batch=(1, 2, 4), shape_profile="16x16,96x64,256x256")
+        opts.update(image_kw)
+        write_image_graph(core, path, ImageGraphOptions(**opts))
+        _CACHE[key] = (path, model, cfg)
+    return _CACHE[key]
+
+
+def tiny_image_graph(tmp_path) -> "object":
+    """A copy of :func:`cached_image_graph`'s file in ``tmp_path``."""
+    import shutil
+
+    path = cached_image_graph()[0]
+    return shutil.copyfile(path, tmp_path / path.name)

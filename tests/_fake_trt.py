@@ -62,6 +62,10 @@ class FakeState:
         self.live_graphs: set = set()
         self.ops_made: list = []
         self.gpus = dict(GPUS)
+        self.contexts: list = []
+        self.executions: list = []  # (context id, stream handle) of every plain enqueue
+        self.seen_inputs: list = []  # the inputs every execution saw
+        self.staged_copies = 0  # host copies into a buffer's pinned array before an upload
 
     def device_tag(self) -> str:
         g = self.gpus[self.current_device]
@@ -79,13 +83,27 @@ def fake_outputs(x: np.ndarray, out_shapes: dict[str, tuple]) -> dict[str, np.nd
     return outs
 
 
+def fake_engine_outputs(inputs: dict[str, np.ndarray], out_shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """:func:`fake_outputs` of an engine with any inputs: each output is computed from the first input sharing its
+    leading dimension's name-resolved size (a crop engine: its one input; an image engine: the boxes)."""
+    outs = {}
+    for j, (name, shape) in enumerate(out_shapes.items()):
+        x = next((x for x in inputs.values() if x.shape[:1] == tuple(shape[:1])), next(iter(inputs.values())))
+        vals = fake_outputs(x.astype(np.float32), {name: shape})[name]
+        outs[name] = vals + j
+    return outs
+
+
+_DTYPES = {1: "float32", 10: "float16", 2: "uint8", 6: "int32", 7: "int64"}
+
+
 def _dims(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
 
 
 class _Snapshot:
     def __init__(self, ctx) -> None:
-        self.ctx, self.generation, self.shape, self.addr = ctx, ctx.generation, ctx.shape, dict(ctx.addr)
+        self.ctx, self.generation, self.shapes, self.addr = ctx, ctx.generation, dict(ctx.shapes), dict(ctx.addr)
 
 
 def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = True) -> types.ModuleType:
@@ -222,9 +240,10 @@ def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = Tr
             m = onnx.load(str(path), load_external_data=False)
             inits = {i.name for i in m.graph.initializer}
             dyn = lambda dims: [d if isinstance(d, int) and d > 0 else -1 for d in dims]  # noqa: E731
+            dtype = lambda v: _DTYPES[v.type.tensor_type.elem_type]  # noqa: E731
             self.network.spec = {
-                "inputs": [[i.name, dyn(_dims(i)), _dims(i)] for i in m.graph.input if i.name not in inits],
-                "outputs": [[o.name, dyn(_dims(o)), _dims(o)] for o in m.graph.output],
+                "inputs": [[i.name, dyn(_dims(i)), _dims(i), dtype(i)] for i in m.graph.input if i.name not in inits],
+                "outputs": [[o.name, dyn(_dims(o)), _dims(o), dtype(o)] for o in m.graph.output],
                 "nodes": [n.name or n.op_type for n in m.graph.node], "source": Path(path).stem,
                 "plugins": any(n.op_type.endswith("Plugin") for n in m.graph.node)}
             return True
@@ -252,28 +271,37 @@ def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = Tr
                 hook()
             if state.fail_build or network.spec is None or len(config.profiles) != 1:
                 return None
+            if sorted(config.profiles[0]) != sorted(i[0] for i in network.spec["inputs"]):
+                return None  # "Network has dynamic or shape inputs, but no optimization profile has been defined"
             if config.cache is not None:
                 config.cache.entries |= {f"{network.spec['source']}/{n}" for n in network.spec["nodes"]}
-            (name, (lo, opt, hi)), = config.profiles[0].items()
-            spec = dict(network.spec, profile=[lo, opt, hi], device=state.current_device)
+            profiles = {name: [list(s) for s in shapes] for name, shapes in config.profiles[0].items()}
+            spec = dict(network.spec, profiles=profiles, device=state.current_device)
             return memoryview(b"PLAN:" + json.dumps(spec).encode())
 
     class Context:
         def __init__(self, engine):
-            self.engine, self.addr, self.shape = engine, {}, None
+            self.engine, self.addr, self.shapes = engine, {}, {}
             self.generation, self.settled = 0, False
+            state.contexts.append(self)
+
+        @property
+        def shape(self):  # the first input's shape (single-input engines)
+            return self.shapes.get(self.engine.inputs[0])
 
         def set_input_shape(self, name, shape):
             shape = tuple(int(v) for v in shape)
-            lo, _, hi = self.engine.profile
-            ok = name == self.engine.input and len(shape) == len(lo) and all(
-                a <= v <= b for a, v, b in zip(lo, shape, hi)) and shape not in state.reject_shapes
+            if name not in self.engine.inputs:
+                return False
+            lo, _, hi = self.engine.profiles[name]
+            ok = len(shape) == len(lo) and all(a <= v <= b for a, v, b in zip(lo, shape, hi)) and \
+                shape not in state.reject_shapes
             if ok:
-                self.shape, self.generation, self.settled = shape, self.generation + 1, False
+                self.shapes[name], self.generation, self.settled = shape, self.generation + 1, False
             return ok
 
         def get_tensor_shape(self, name):
-            return self.engine.actual_shape(name, self.shape)
+            return self.engine.actual_shape(name, self.shapes)
 
         def set_tensor_address(self, name, ptr):
             if name not in self.engine.names:
@@ -282,14 +310,15 @@ def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = Tr
             return True
 
         def execute_async_v3(self, stream_handle):
-            if self.shape is None or set(self.addr) != set(self.engine.names):
+            if set(self.shapes) != set(self.engine.inputs) or set(self.addr) != set(self.engine.names):
                 return False
             if state.capturing is not None:
                 if not self.settled:
                     state.capturing.error = "enqueue captured without a plain enqueue after the shape change"
                 state.capturing.calls.append(_Snapshot(self))
                 return True
-            self.engine.compute(self.shape, self.addr)
+            state.executions.append((id(self), stream_handle))
+            self.engine.compute(dict(self.shapes), self.addr)
             self.settled = True
             return True
 
@@ -298,42 +327,47 @@ def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = Tr
 
         def __init__(self, spec):
             self.spec = spec
-            (self.input, self.in_dims, self.in_names), = spec["inputs"]
+            self.inputs = [i[0] for i in spec["inputs"]]
+            self.input = self.inputs[0]
             self.outputs = [o[0] for o in spec["outputs"]]
-            self.names = [self.input, *self.outputs]
+            self.names = [*self.inputs, *self.outputs]
             self.num_io_tensors = len(self.names)
-            self.profile = [tuple(s) for s in spec["profile"]]
+            self.profiles = {n: tuple(tuple(s) for s in p) for n, p in spec["profiles"].items()}
+            self.profile = list(self.profiles[self.input])
+            self.dtypes = {t[0]: t[3] for t in [*spec["inputs"], *spec["outputs"]]}
 
         def get_tensor_name(self, i):
             return self.names[i]
 
         def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == self.input else TensorIOMode.OUTPUT
+            return TensorIOMode.INPUT if name in self.inputs else TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return "float32"
+            return self.dtypes[name]
 
         def get_tensor_shape(self, name):
-            return tuple(self.in_dims) if name == self.input else tuple(
-                o[1] for o in self.spec["outputs"] if o[0] == name)[0]
+            return tuple(next(t[1] for t in [*self.spec["inputs"], *self.spec["outputs"]] if t[0] == name))
 
         def get_tensor_profile_shape(self, name, index):
-            if name != self.input or index != 0:
+            if name not in self.inputs or index != 0:
                 raise RuntimeError("no such profile tensor")
-            return list(self.profile)
+            return list(self.profiles[name])
 
-        def actual_shape(self, name, in_shape):
-            if name == self.input:
-                return in_shape
-            _, dims, named = next(o for o in self.spec["outputs"] if o[0] == name)
-            by_name = dict(zip(self.in_names, in_shape))
+        def actual_shape(self, name, shapes):
+            if name in self.inputs:
+                return shapes.get(name)
+            by_name = {}
+            for inp, _, named, _ in self.spec["inputs"]:
+                if inp in shapes:
+                    by_name.update(zip(named, shapes[inp]))
+            _, dims, named, _ = next(o for o in self.spec["outputs"] if o[0] == name)
             return tuple(d if d > 0 else by_name[p] for d, p in zip(dims, named))
 
-        def compute(self, shape, addr, undefined=False):
-            n = int(np.prod(shape))
-            x = state.mem[addr[self.input]][:n].reshape(shape)
-            shapes = {o: self.actual_shape(o, shape) for o in self.outputs}
-            for o, val in fake_outputs(x, shapes).items():
+        def compute(self, shapes, addr, undefined=False):
+            xs = {n: state.mem[addr[n]][:int(np.prod(shapes[n]))].reshape(shapes[n]) for n in self.inputs}
+            outs = {o: self.actual_shape(o, shapes) for o in self.outputs}
+            state.seen_inputs.append({n: x.copy() for n, x in xs.items()})
+            for o, val in fake_engine_outputs(xs, outs).items():
                 state.mem[addr[o]][: val.size] = np.nan if undefined else val.reshape(-1)
             state.clock += EXEC_MS
 
@@ -356,7 +390,8 @@ def make_fake_trt(state: FakeState, version: str = "10.16.1.11", weak: bool = Tr
     for obj in (Logger, init_libnvinfer_plugins, NetworkDefinitionCreationFlag, BuilderFlag, MemoryPoolType,
                 TensorIOMode, OnnxParser, Builder, Runtime):
         setattr(trt, obj.__name__, obj)
-    trt.nptype = lambda dt: {"float32": np.float32, "float16": np.float16}[dt]
+    trt.nptype = lambda dt: {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int32": np.int32,
+                             "int64": np.int64}[dt]
     trt.process = proc
     return trt
 
@@ -372,7 +407,7 @@ class FakeGraph:
         for snap in self.calls:
             stale = snap.ctx.generation != snap.generation  # the context's shape changed after the capture
             self.state.undefined_replays += stale
-            snap.ctx.engine.compute(snap.shape, snap.addr, undefined=stale)
+            snap.ctx.engine.compute(snap.shapes, snap.addr, undefined=stale)
         self.state.replays += 1
 
     __call__ = launch  # helpers before issue #13 returned a plain launch function
@@ -432,7 +467,13 @@ class FakeOps(cuda.CudaOps):
         return self.state.mem[buf.ptr]
 
     def upload(self, buf, array):
-        self._dev(buf)[: array.size] = array.reshape(-1)
+        from srpose.engines.tensorrt._cuda_base import stage
+
+        dev = self._dev(buf)
+        if array.__array_interface__["data"][0] != buf.host.__array_interface__["data"][0]:
+            self.state.staged_copies += 1
+        n = stage(buf, array)
+        dev[:n] = buf.host[:n]
         self.state.clock += COPY_MS
 
     def is_device_array(self, images):

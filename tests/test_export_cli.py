@@ -116,7 +116,7 @@ def test_cli_export_writes_dynamic_bottom_up_graphs_in_fp32_and_fp16(bu: dict) -
 @pytest.mark.parametrize("task,extra,want", [
     ("bottom-up", ["--batch", "1,8,32"], (1, 8, 32)),  # was silently replaced by 1,1,4
     ("bottom-up", [], (1, 1, 4)),
-    ("top-down", [], (1, 8, 32)),
+    ("top-down", [], (1, 32, 64)),
     ("top-down", ["--batch", "2"], (2, 2, 2)),
 ])
 def test_cli_export_stores_the_batch_profile(task: str, extra: list[str], want: tuple, tiny: dict,
@@ -154,7 +154,12 @@ def test_cli_export_flip_flags_of_a_decoded_bottom_up_graph(bu: dict, tmp_path: 
     ("bottom-up", ["--input-size", "128x128"], "--input-size does not apply to bottom-up"),
     ("bottom-up", ["--flip"], "needs --decode"),
     ("bottom-up", ["--shape-profile", "64x64,32x32,128x128"], "multiples of 64"),
-    ("top-down", ["--shape-profile", BU_PROFILE], "--shape-profile applies to bottom-up models only"),
+    ("top-down", ["--shape-profile", BU_PROFILE], "add --image-input to bound its image sizes"),
+    ("top-down", ["--image-batch", "1,2,4"], "--image-batch applies to image-input graphs"),
+    ("top-down", ["--image-input", "--decode"], "--image-input graphs always decode"),
+    ("top-down", ["--image-input", "--opset", "15"], "--image-input needs --opset 16"),
+    ("top-down", ["--image-input", "--shape-profile", "64x64,32x32,128x128"], "min <= opt <= max"),
+    ("bottom-up", ["--image-input", "--image-batch", "1,2,4"], "bottom-up ones take one image a call"),
     ("top-down", ["--calib-ann", "a.json"], "give both --calib-ann and --calib-images"),
     ("top-down", ["--opset", "11"], "--opset 11 is not supported"),
     ("bottom-up", ["--opset", "11"], "--opset 11 is not supported"),

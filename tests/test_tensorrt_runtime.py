@@ -51,7 +51,7 @@ def test_backend_runs_and_reports(tmp_path, fake):
     be.close()
     with pytest.raises(RuntimeError, match="closed"):
         be.infer(_x(1))
-    assert state.ops_made[-1].closed
+    assert all(ops.closed for ops in state.ops_made)
     flip_off = trt_layer.TensorRTBackend(_engine(tmp_path, card=tiny_card(flip=False), name="noflip"))
     assert flip_off.flip_in_graph is False
 
@@ -66,7 +66,7 @@ def test_backend_refuses_other_tensorrt_or_gpu(tmp_path, fake):
     install(gpus={0: {"name": "Fake GPU", "compute_capability": "9.0"}})
     with pytest.raises(RuntimeError, match=r"compute capability 8.9 .* but this is 9.0 .*srpose build"):
         trt_layer.TensorRTBackend(engine)
-    assert state.ops_made[-1].closed  # the half-made backend released its helper
+    assert all(ops.closed for ops in state.ops_made)  # the half-made backend released its helpers
     install(gpus={0: {"name": "Other GPU", "compute_capability": "8.9"}})
     with pytest.raises(RuntimeError, match=r"GPU Fake GPU .* but this is Other GPU .*srpose build"):
         trt_layer.TensorRTBackend(engine)
@@ -90,7 +90,7 @@ def test_cuda_graph_recaptured_after_each_shape_change(tmp_path, fake):
     """#1: shapes 3 -> 1 -> 3 must not replay the graph captured for the first 3 (the fake writes NaN for a
     replay after a shape change); at most one graph lives per context."""
     state, _ = fake
-    be = trt_layer.TensorRTBackend(_engine(tmp_path), cuda_graph=True)
+    be = trt_layer.TensorRTBackend(_engine(tmp_path), cuda_graph=True, slots=1)
     live = []
     for n in (3, 3, 1, 1, 3, 3, 3, 1):
         out = be.infer(_x(n))["heatmaps"]
@@ -160,7 +160,7 @@ def test_execution_context_none_is_an_error(tmp_path, fake):
     state.fail_context = True
     with pytest.raises(RuntimeError, match="could not create an execution context"):
         trt_layer.TensorRTBackend(engine)
-    assert state.ops_made[-1].closed
+    assert state.ops_made and all(ops.closed for ops in state.ops_made)
 
 
 def test_set_input_shape_false_is_an_error(tmp_path, fake):
@@ -176,10 +176,10 @@ def test_set_input_shape_false_is_an_error(tmp_path, fake):
 def test_close_releases_buffers_and_events(tmp_path, fake):
     """#5: close() drops the device/pinned buffers, events, graph and context, not just the helper."""
     state, _ = fake
-    be = trt_layer.TensorRTBackend(_engine(tmp_path), cuda_graph=True)
-    for n in (2, 2, 2):
+    be = trt_layer.TensorRTBackend(_engine(tmp_path), cuda_graph=True)  # two slots: two of everything
+    for n in (2, 2, 2, 2):
         be.infer(_x(n))
-    assert len(state.buffers) == 2 and len(state.events) == 4 and len(state.live_graphs) == 1
+    assert len(state.buffers) == 4 and len(state.events) == 8 and len(state.live_graphs) == 2
     be.close()
     gc.collect()
     assert len(state.buffers) == 0 and len(state.events) == 0 and not state.live_graphs and not state.mem
@@ -225,3 +225,81 @@ def test_engine_without_graph_support_refuses_cuda_graph(tmp_path, fake):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         trt_layer.TensorRTBackend(engine).close()
+
+
+# ============================================================================ issue #20: two batches in flight
+
+
+def test_two_slots_overlap_and_keep_each_batchs_outputs(tmp_path, fake):
+    """Two contexts on two streams: a batch is submitted while the previous one is still pending, each result is its
+    own batch's (the second submission does not overwrite the first's outputs), and a third submission collects the
+    first slot's batch before reusing its buffers."""
+    state, _ = fake
+    be = trt_layer.TensorRTBackend(_engine(tmp_path))
+    assert be.slots == 2 and len(state.contexts) == 2
+    xs = [_x(n, seed=7) for n in (2, 3, 1)]
+    first, second = be.submit(xs[0]), be.submit(xs[1])
+    third = be.submit(xs[2])  # reuses the first slot: its batch is collected first
+    for pending, x in zip((first, second, third), xs):
+        np.testing.assert_allclose(pending.result()["heatmaps"], _ref(x), rtol=1e-5, atol=1e-5)
+    streams = [s for _, s in state.executions]
+    contexts = [c for c, _ in state.executions]
+    assert streams[0] != streams[1] and streams[0] == streams[2]
+    assert contexts[0] != contexts[1] and contexts[0] == contexts[2]
+    with pytest.raises(ValueError, match="slots=0 must be >= 1"):
+        trt_layer.TensorRTBackend(_engine(tmp_path, name="t2"), slots=0)
+
+
+def test_pinned_input_arrays_are_uploaded_without_staging(tmp_path, fake):
+    """Inputs written into ``input_arrays`` are the slot's pinned memory: no host copy before the upload; other
+    arrays are staged once."""
+    state, _ = fake
+    be = trt_layer.TensorRTBackend(_engine(tmp_path))
+    for n in (2, 4, 1):
+        arrays = be.input_arrays({"input": (n, 3, 16, 12)})
+        arrays["input"][...] = _x(n)
+        np.testing.assert_allclose(be.submit(arrays).result()["heatmaps"], _ref(_x(n)), rtol=1e-5, atol=1e-5)
+    assert state.staged_copies == 0
+    be.infer(_x(2))
+    assert state.staged_copies == 1
+    with pytest.raises(ValueError, match="outside the engine's profile 1..4"):
+        be.input_arrays({"input": (5, 3, 16, 12)})
+
+
+def _image_engine(tmp_path, fake_state):
+    """A tiny image-to-keypoints engine (exported by srpose, built by the fake TensorRT)."""
+    from _export_utils import tiny_image_graph
+
+    onnx_path = tiny_image_graph(tmp_path)
+    trt_layer.build_engine(onnx_path, tmp_path / "image.engine", BuildOptions())
+    return tmp_path / "image.engine"
+
+
+def test_image_engine_takes_images_boxes_and_indices(tmp_path, fake):
+    """An image-to-keypoints engine: three inputs with their own dtypes and profiles, outputs sized by the persons;
+    the profile of each input is built and checked."""
+    state, _ = fake
+    engine = _image_engine(tmp_path, state)
+    be = trt_layer.TensorRTBackend(engine)
+    assert be.input_names == ["images", "boxes", "box_image"] and be.output_kind == "people"
+    assert set(state.profiles[-1]) == {"images", "boxes", "box_image"}
+    shapes = {"images": (2, 40, 56, 3), "boxes": (3, 5), "box_image": (3,)}
+    arrays = be.input_arrays(shapes)
+    assert arrays["images"].dtype == np.uint8 and arrays["box_image"].dtype == np.int32
+    arrays["images"][...] = 7
+    arrays["boxes"][...] = np.arange(15, dtype=np.float32).reshape(3, 5)
+    arrays["box_image"][...] = [0, 1, 1]
+    out = be.submit(arrays).result()
+    k = be.card.num_joints
+    assert out["keypoints"].shape == (3, k, 3) and out["scores"].shape == (3,)
+    seen = state.seen_inputs[-1]
+    np.testing.assert_array_equal(seen["boxes"], arrays["boxes"])
+    assert seen["images"].dtype == np.uint8 and state.staged_copies == 0
+    with pytest.raises(ValueError, match=r"input 'images' of shape \(2, 40, 4000, 3\) is outside"):
+        be.infer({**shapes_arrays(shapes), "images": np.zeros((2, 40, 4000, 3), np.uint8)})
+
+
+def shapes_arrays(shapes):
+    from srpose.engines.base import empty_inputs
+
+    return {k: np.zeros_like(v) for k, v in empty_inputs(shapes).items()}

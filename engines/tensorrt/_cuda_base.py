@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["DeviceBuffer", "CudaGraph", "CudaOps", "capture_keeping_error"]
+__all__ = ["DeviceBuffer", "CudaGraph", "CudaOps", "capture_keeping_error", "stage"]
 
 
 class DeviceBuffer:
@@ -21,6 +21,17 @@ class DeviceBuffer:
     @property
     def nbytes(self) -> int:
         return self.capacity * self.dtype.itemsize
+
+
+def stage(buf: DeviceBuffer, array: np.ndarray) -> int:
+    """Put ``array`` at the start of ``buf``'s pinned host array (nothing to copy when it already lives there, e.g.
+    the arrays a backend hands out to be filled); returns its element count."""
+    n = int(array.size)
+    if n > buf.capacity:
+        raise ValueError(f"{n} elements do not fit a buffer of {buf.capacity}")
+    if array.__array_interface__["data"][0] != buf.host.__array_interface__["data"][0]:
+        buf.host[:n] = array.reshape(-1)
+    return n
 
 
 class CudaGraph:
@@ -53,7 +64,8 @@ class CudaOps:
         raise NotImplementedError
 
     def upload(self, buf: DeviceBuffer, array: np.ndarray) -> None:
-        """Copy a host array into the start of ``buf`` (through the pinned staging array)."""
+        """Copy a host array into the start of ``buf`` through its pinned host array (:func:`stage`: no staging
+        copy for an array that is that pinned array)."""
         raise NotImplementedError
 
     def is_device_array(self, images: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._cuda_base import CudaGraph, CudaOps, DeviceBuffer, capture_keeping_error
+from ._cuda_base import CudaGraph, CudaOps, DeviceBuffer, capture_keeping_error, stage
 
 __all__ = ["HELPERS"]
 
@@ -59,8 +59,7 @@ class _TorchOps(CudaOps):
         return buf
 
     def upload(self, buf: DeviceBuffer, array: np.ndarray) -> None:
-        n = array.size
-        buf.host[:n] = array.reshape(-1)
+        n = stage(buf, array)
         dev, host = buf.handle
         with self._torch.cuda.stream(self.stream):
             dev[:n].copy_(host[:n], non_blocking=True)
@@ -175,8 +174,7 @@ class _CudaPythonOps(CudaOps):
         return DeviceBuffer(dptr, capacity, dtype, raw[: int(capacity) * dtype.itemsize].view(dtype))
 
     def upload(self, buf: DeviceBuffer, array: np.ndarray) -> None:
-        n = array.size
-        buf.host[:n] = array.reshape(-1)
+        n = stage(buf, array)
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._ck(self._rt.cudaMemcpyAsync(buf.ptr, buf.host.ctypes.data, n * buf.dtype.itemsize, kind, self._stream))
 
@@ -273,8 +271,7 @@ class _PycudaOps(CudaOps):
         return DeviceBuffer(int(mem), capacity, dtype, host, handle=mem)
 
     def upload(self, buf: DeviceBuffer, array: np.ndarray) -> None:
-        n = array.size
-        buf.host[:n] = array.reshape(-1)
+        n = stage(buf, array)
         self._cuda.memcpy_htod_async(buf.ptr, buf.host[:n], self._stream)
 
     def download(self, buf: DeviceBuffer, count: int) -> np.ndarray:

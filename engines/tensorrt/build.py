@@ -93,13 +93,14 @@ def parse_network(trt: Any, builder: "trt.Builder", logger: "trt.ILogger", onnx_
 
 
 def configure_builder(trt: Any, builder: "trt.Builder", card: ArtifactCard, options: BuildOptions) -> Any:
-    """A builder config with the workspace, optimisation level and the card's one optimisation profile."""
+    """A builder config with the workspace, optimisation level and the card's one optimisation profile (every
+    input's min/opt/max shapes: image-to-keypoints graphs have three inputs)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     config.builder_optimization_level = int(options.opt_level)
-    lo, opt, hi = card.input_shapes()
     profile = builder.create_optimization_profile()
-    profile.set_shape(card.input_name, lo, opt, hi)  # raises on inconsistent min/opt/max
+    for name, (lo, opt, hi) in card.input_profile().items():
+        profile.set_shape(name, lo, opt, hi)  # raises on inconsistent min/opt/max
     if config.add_optimization_profile(profile) < 0:
         raise RuntimeError(f"TensorRT refused the optimisation profile {profile_of(card)}")
     return config

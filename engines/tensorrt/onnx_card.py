@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from srpose.card import ArtifactCard, card_from_onnx
 
-__all__ = ["load_onnx", "graph_io", "engine_card", "derived_card", "profile_of", "guess_precision"]
+__all__ = ["load_onnx", "graph_io", "graph_inputs", "engine_card", "derived_card", "profile_of", "guess_precision"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _FLOAT16 = 10  # onnx.TensorProto.FLOAT16
@@ -35,13 +35,19 @@ def _dims(value_info: Any) -> list[Any]:
             for d in value_info.type.tensor_type.shape.dim]
 
 
+def graph_inputs(proto: Any) -> list[tuple[str, list[Any]]]:
+    """``[(input name, dims), ...]`` of every graph input that is not an initializer."""
+    inits = {i.name for i in proto.graph.initializer}
+    return [(i.name, _dims(i)) for i in proto.graph.input if i.name not in inits]
+
+
 def graph_io(proto: Any, source: str = "ONNX model") -> tuple[tuple[str, list[Any]], list[tuple[str, list[Any]]]]:
     """``((input name, dims), [(output name, dims), ...])``; ValueError unless there is exactly one image input."""
-    inits = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in inits]
+    inputs = graph_inputs(proto)
     if len(inputs) != 1:
-        raise ValueError(f"{source}: expected one image input, found {[i.name for i in inputs]}")
-    return (inputs[0].name, _dims(inputs[0])), [(o.name, _dims(o)) for o in proto.graph.output]
+        raise ValueError(f"{source}: expected one image input, found {[n for n, _ in inputs]} (image-to-keypoints "
+                         "graphs need their srpose card: export them with `srpose export --image-input`)")
+    return inputs[0], [(o.name, _dims(o)) for o in proto.graph.output]
 
 
 def _static(d: Any) -> bool:
@@ -113,8 +119,24 @@ def derived_card(proto: Any, source: str) -> ArtifactCard:
         opset=opsets[0] if opsets else None)
 
 
+def _check_image_graph(card: ArtifactCard, proto: Any, source: str) -> None:
+    """An image-to-keypoints graph: the card's inputs and outputs, and a consistent profile for each input."""
+    names = [n for n, _ in graph_inputs(proto)]
+    outputs = [o.name for o in proto.graph.output]
+    if sorted(names) != sorted(card.input_names) or sorted(outputs) != sorted(card.output_names):
+        raise ValueError(f"{source}: the graph's inputs {names} / outputs {outputs} differ from its card's "
+                         f"{card.input_names} / {card.output_names}: the file was edited after export; re-export it")
+    for name, (lo, opt, hi) in card.input_profile().items():
+        if not all(1 <= a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise ValueError(f"{source}: the profile of input {name!r} (min {lo}, opt {opt}, max {hi}) must satisfy "
+                             "1 <= min <= opt <= max")
+
+
 def _check_against_graph(card: ArtifactCard, proto: Any, source: str) -> None:
     """The card must describe this graph: input name, 3 channels, static H/W, output names, H/W profile order."""
+    if card.image_input:
+        _check_image_graph(card, proto, source)
+        return
     (name, dims), outputs = graph_io(proto, source)
     if len(dims) != 4 or (_static(dims[1]) and dims[1] != 3):
         raise ValueError(f"{source}: input {name!r} has shape {dims}; expected N x 3 x H x W")
@@ -155,11 +177,17 @@ def engine_card(proto: Any, source: str, batch: Sequence[int] | None = None) -> 
     derived = "srpose_format" not in props
     card = derived_card(proto, source) if derived else card_from_onnx(proto, source=source)  # CardError: ValueError
     _check_against_graph(card, proto, source)
-    b = _checked_batch(card, batch, graph_io(proto, source)[0][1][0], source)
+    first_dim = dict(graph_inputs(proto))[card.input_names[-1]][0]  # crops / images; image graphs: persons
+    b = _checked_batch(card, batch, first_dim, source)
     return (card if b == card.batch else card.replace(batch=b)), derived
 
 
 def profile_of(card: ArtifactCard) -> dict[str, Any]:
-    """``{"input": name, "min": [N, C, H, W], "opt": [...], "max": [...]}`` of the card's optimisation profile."""
+    """``{"input": name, "min": [N, C, H, W], "opt": [...], "max": [...]}`` of the card's optimisation profile
+    (its image or crop input), plus ``"inputs": {name: {"min", "opt", "max"}}`` for every input."""
     lo, opt, hi = card.input_shapes()
-    return {"input": card.input_name, "min": list(lo), "opt": list(opt), "max": list(hi)}
+    every = {n: {"min": list(a), "opt": list(b), "max": list(c)} for n, (a, b, c) in card.input_profile().items()}
+    out: dict[str, Any] = {"input": card.input_name, "min": list(lo), "opt": list(opt), "max": list(hi)}
+    if len(every) > 1:
+        out["inputs"] = every
+    return out

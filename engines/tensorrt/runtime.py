@@ -1,11 +1,14 @@
-"""Run a TensorRT engine as a :class:`~srpose.engines.base.Backend`: named float32 outputs, device timing.
+"""Run a TensorRT engine as a :class:`~srpose.engines.base.Backend`: named outputs, device timing, two batches in
+flight.
 
-CUDA graphs (``cuda_graph=True``): TensorRT binds a captured graph to the execution context's state at capture
-time, so one context keeps at most one graph, for the current input shape. A shape change drops it, and the call
-after it runs a plain ``execute_async_v3``; the graph is captured on the next call with the same shape and replayed
-while the shape stays. Alternating shapes (e.g. bottom-up images of varying size) thus never hold more than one
-graph and never replay a stale one. A capture that fails (graphs with loops or conditionals) is reported once and
-the backend falls back to plain enqueues; the context stays usable.
+The backend keeps ``slots`` buffer sets (two by default, :mod:`._slot`): each an execution context with its own
+stream, device buffers and pinned host arrays. :meth:`TensorRTBackend.input_arrays` hands out the next slot's
+pinned input arrays; a caller writes its batch there and :meth:`~TensorRTBackend.submit` uploads them as they are
+(no staging copy) and enqueues the engine on that slot's stream, while the previous batch may still run on the other
+one; ``Pending.result()`` waits for its slot. ``infer`` is submit + result. Image-to-keypoints engines take
+``{input name: array}`` (uint8 images, boxes, box image indices); crop engines one array.
+
+CUDA graphs (``cuda_graph=True``) are kept per slot, for the slot's current input shapes (see :mod:`._slot`).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import numpy as np
 from srpose.card import ArtifactCard, read_card, sidecar_path
 
 from . import _compat, cuda
-from srpose.engines.base import Backend
+from ._slot import EngineIO, Slot
+from srpose.engines.base import Backend, Pending
 
 if TYPE_CHECKING:  # for the "trt.X" annotations only; code reads _compat.require_trt() at call time
     from ._compat import trt  # noqa: F401
@@ -39,37 +43,49 @@ def read_engine_card(engine_path: Path) -> ArtifactCard | None:
 
 
 class TensorRTBackend(Backend):
-    """A TensorRT engine behind the :class:`Backend` interface.
+    """A TensorRT engine behind the :class:`Backend` interface (see the module docstring).
 
-    ``memory`` picks the CUDA helper for buffers and streams ("auto": torch CUDA, else cuda-python, else pycuda).
-    ``infer`` takes numpy arrays or (with torch memory) torch CUDA tensors and returns ``{output name: float32
-    array}``. ``last_timing_ms`` is the device time of the enqueue (CUDA events); ``last_copy_ms`` the
-    host<->device copies around it (measured from after the wait on the caller's stream).
+    ``memory`` picks the CUDA helper for buffers and streams ("auto": torch CUDA, else cuda-python, else pycuda);
+    ``slots`` the buffer sets (batches in flight; 1 turns the overlap off). ``infer`` and ``submit`` take numpy
+    arrays, or (with torch memory) torch CUDA tensors, and return ``{output name: float32 array}``.
+    ``last_timing_ms`` is the device time of the latest collected batch's enqueue (CUDA events);
+    ``last_copy_ms`` the host<->device copies around it (measured from after the wait on the caller's stream).
     """
 
     name = "tensorrt"
     timing_source = "device"
 
     def __init__(self, engine_path: str | os.PathLike, *, device: int = 0, cuda_graph: bool = False,
-                 memory: str = "auto", verbose: bool = False) -> None:
+                 memory: str = "auto", verbose: bool = False, slots: int = 2) -> None:
         super().__init__()
         self.last_wall_ms: float | None = None
-        self._ops = self._context = self._engine = self._runtime = self._graph = None
-        self._in_buf: Any = None
-        self._out_bufs: dict[str, Any] = {}
-        self._events: list = []
+        self._engine = self._runtime = None
+        self._slots: list[Slot] = []
+        self._ops_list: list[Any] = []
         trt = _compat.require_trt()
+        if int(slots) < 1:
+            raise ValueError(f"slots={slots} must be >= 1")
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise FileNotFoundError(f"engine {self.engine_path} does not exist: build one with `srpose build`")
         self.card = read_engine_card(self.engine_path)
         self._check_version()
-        self._ops = cuda.cuda_ops(memory, device)
         try:
+            for _ in range(int(slots)):
+                self._ops_list.append(cuda.cuda_ops(memory, device))
             self._load(trt, cuda_graph, verbose)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def _ops(self) -> Any:
+        """The first slot's CUDA helper (device facts)."""
+        return self._ops_list[0] if self._ops_list else None
+
+    @property
+    def slots(self) -> int:  # type: ignore[override]
+        return len(self._slots)
 
     def _load(self, trt: Any, cuda_graph: bool, verbose: bool) -> None:
         if cuda_graph and not self._ops.supports_graphs:
@@ -87,16 +103,12 @@ class TensorRTBackend(Backend):
         if self._engine is None:
             raise RuntimeError(f"TensorRT could not deserialise {self.engine_path} (see its log above): "
                                f"{_compat.REBUILD_HINT}")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise RuntimeError(f"TensorRT could not create an execution context for {self.engine_path} (see its "
-                               f"log above; usually too little free device memory: the engine needs "
-                               f"{_compat.engine_device_memory(self._engine)} bytes)")
+        self.io = self._engine_io(trt)
         self.device_memory_bytes = _compat.engine_device_memory(self._engine)
-        self._setup_io(trt)
+        self._slots = [Slot(self._engine, ops, self.io, self.engine_path, cuda_graph=cuda_graph)
+                       for ops in self._ops_list]
+        self._next = 0
         self.precision = self.card.precision if self.card is not None else None
-        self._shape: tuple[int, ...] | None = None
-        self._settled = False  # a plain enqueue ran since the latest shape change
 
     # -- checks ----------------------------------------------------------------------------------------------
 
@@ -126,49 +138,45 @@ class TensorRTBackend(Backend):
 
     # -- I/O -------------------------------------------------------------------------------------------------
 
-    def _io_names(self, trt: Any) -> tuple[list[str], list[str]]:
+    def _engine_io(self, trt: Any) -> EngineIO:
         eng = self._engine
         inputs, outputs = [], []
         for i in range(eng.num_io_tensors):
             name = str(eng.get_tensor_name(i))
             (inputs if eng.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
-        if len(inputs) != 1 or not outputs:
-            raise ValueError(f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}: expected one "
-                             "image input and at least one output")
+        want = self.card.input_names if self.card is not None else None
+        if not inputs or not outputs or (want is not None and sorted(want) != sorted(inputs)) or \
+                (want is None and len(inputs) != 1):
+            raise ValueError(f"engine {self.engine_path} has inputs {inputs} and outputs {outputs}: expected "
+                             f"{want or 'one image input'} and at least one output")
         if self.card is not None and sorted(self.card.output_names) != sorted(outputs):
             raise ValueError(f"engine {self.engine_path} has outputs {outputs} but its sidecar's card names "
                              f"{self.card.output_names}: {_compat.REBUILD_HINT}")
-        return inputs, outputs
-
-    def _setup_io(self, trt: Any) -> None:
-        eng = self._engine
-        inputs, self.output_names = self._io_names(trt)
-        self.input_name = inputs[0]
-        pmin, popt, pmax = (tuple(int(v) for v in s) for s in eng.get_tensor_profile_shape(self.input_name, 0))
+        inputs = list(want) if want is not None else inputs
+        profiles = {n: tuple(tuple(int(v) for v in s) for s in eng.get_tensor_profile_shape(n, 0)) for n in inputs}
+        dtypes = {n: _compat.nptype(eng.get_tensor_dtype(n)) for n in inputs + outputs}
+        self.input_name, self.input_names, self.output_names = inputs[0], inputs, outputs
+        pmin, popt, pmax = profiles[inputs[0]]
         self.batch_range = (pmin[0], popt[0], pmax[0])
         self.input_shape = tuple(pmax[1:])  # C, H, W (the largest, when H and W are dynamic)
         self.input_shape_min = tuple(pmin[1:])
         self.dynamic_hw = self.input_shape_min != self.input_shape
-        self.input_dtype = _compat.nptype(eng.get_tensor_dtype(self.input_name))
-        self._set_input_shape(pmax)  # the largest shape sizes every buffer once: addresses never change
-        self._in_buf = self._ops.alloc(int(np.prod(pmax)), self.input_dtype)
-        self._bind(self.input_name, self._in_buf)
-        for name in self.output_names:
-            shape = tuple(int(v) for v in self._context.get_tensor_shape(name))
-            self._out_bufs[name] = self._ops.alloc(int(np.prod(shape)), _compat.nptype(eng.get_tensor_dtype(name)))
-            self._bind(name, self._out_bufs[name])
-        self._events = [self._ops.event() for _ in range(4)]
+        self.input_dtype = dtypes[inputs[0]]
+        return EngineIO(inputs, outputs, dtypes, profiles)  # type: ignore[arg-type]
 
-    def _bind(self, name: str, buf: Any) -> None:
-        if not self._context.set_tensor_address(name, buf.ptr):
-            raise RuntimeError(f"TensorRT refused the device address of tensor {name!r} of {self.engine_path}")
+    def _check_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        if len(self.io.inputs) == 1 and not (self.card is not None and self.card.image_input):
+            self._check_crop_shape(shapes[self.input_name])
+            return
+        for name in self.io.inputs:
+            lo, _, hi = self.io.profiles[name]
+            shape = tuple(shapes[name])
+            if len(shape) != len(lo) or not all(a <= v <= b for a, v, b in zip(lo, shape, hi)):
+                raise ValueError(f"input {name!r} of shape {shape} is outside the engine's profile {lo} .. {hi}: "
+                                 "send fewer persons or images per call (or smaller images), or re-export with "
+                                 "--batch / --image-batch / --shape-profile covering it and rebuild")
 
-    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
-        if not self._context.set_input_shape(self.input_name, shape):
-            raise RuntimeError(f"TensorRT refused input shape {shape} for {self.input_name!r} of "
-                               f"{self.engine_path} (set_input_shape returned False; see its log above)")
-
-    def _check_shape(self, shape: tuple[int, ...]) -> None:
+    def _check_crop_shape(self, shape: tuple[int, ...]) -> None:
         if not self.dynamic_hw:
             if len(shape) != 4 or shape[1:] != self.input_shape:
                 raise ValueError(f"input shape {shape} does not match the engine's N x {self.input_shape}")
@@ -184,96 +192,89 @@ class TensorRTBackend(Backend):
             raise ValueError(f"batch of {shape[0]} is outside the engine's profile {lo_n}..{hi_n}: rebuild with "
                              f"`srpose build --batch MIN,OPT,MAX` covering it")
 
-    def _set_shape(self, shape: tuple[int, ...]) -> None:
-        """Set the context's input shape when it changes; that invalidates the captured graph."""
-        if shape == self._shape:
-            return
-        self._drop_graph()
-        self._shape = None
-        self._set_input_shape(shape)
-        self._shape, self._settled = shape, False
-
-    # -- enqueue and graphs ----------------------------------------------------------------------------------
-
-    def _execute(self) -> None:
-        if not self._context.execute_async_v3(self._ops.stream_handle):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.engine_path} (see its log above)")
-
-    def _drop_graph(self) -> None:
-        graph, self._graph = self._graph, None
-        if graph is not None:
-            graph.close()
-
-    def _run(self) -> None:
-        """Enqueue the engine: replay the graph of this shape, capture it, or run plainly (see the module doc)."""
-        if self._graph is not None:
-            self._graph.launch()
-            return
-        if not self.cuda_graph or self.graph_failure is not None or not self._settled:
-            self._execute()
-            self._settled = True
-            return
-        try:
-            self._graph = self._ops.capture(self._execute)
-        except Exception as e:  # noqa: BLE001 - e.g. loops/conditionals cannot be captured
-            self.graph_failure = f"{type(e).__name__}: {e}"
-            warnings.warn(f"CUDA graph capture failed for {self.engine_path} ({self.graph_failure}); running "
-                          "without CUDA graphs from now on")
-            self._execute()
-            return
-        self._graph.launch()
-
     # -- Backend -----------------------------------------------------------------------------------------------
 
     @property
     def output_kind(self) -> str:
-        """``heatmaps`` / ``keypoints`` / ``bottomup_candidates`` (the card's; ``heatmaps`` without a card)."""
+        """``heatmaps`` / ``keypoints`` / ``people`` / ``bottomup_candidates`` (the card's; ``heatmaps`` without a
+        card)."""
         return self.card.output_kind if self.card is not None else "heatmaps"
 
-    def _prepare(self, images: Any) -> tuple[Any, bool]:
-        if self._context is None:
+    def _take_slot(self) -> Slot:
+        """The next slot, its previous batch collected first (its outputs copied out) so its buffers are free."""
+        if not self._slots:
             raise RuntimeError("TensorRTBackend is closed")
-        on_device = self._ops.is_device_array(images)
-        if not on_device:
-            host = images.detach().cpu().numpy() if hasattr(images, "detach") else images
-            images = np.ascontiguousarray(host, dtype=self.input_dtype)
-        return images, on_device
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if slot.pending is not None:
+            slot.pending.result()
+        return slot
 
-    def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """Run N x C x H x W inputs (numpy, or a torch CUDA tensor with torch memory); ``{name: float32 array}``
-        for every output of the engine."""
-        images, on_device = self._prepare(images)
-        shape = tuple(int(v) for v in images.shape)
-        self._check_shape(shape)
+    def input_arrays(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+        """The next slot's pinned input arrays, shaped ``shapes``: fill them and :meth:`submit` them."""
+        self._check_shapes(shapes)
+        slot = self._take_slot()
+        self._handed = slot
+        return slot.host_views(shapes)
+
+    def _feed(self, inputs: Any) -> dict[str, Any]:
+        if isinstance(inputs, Mapping):
+            missing = [n for n in self.io.inputs if n not in inputs]
+            if missing:
+                raise ValueError(f"engine {self.engine_path.name} needs inputs {self.io.inputs}; missing {missing}")
+            feed = {n: inputs[n] for n in self.io.inputs}
+        elif len(self.io.inputs) == 1:
+            feed = {self.input_name: inputs}
+        else:
+            raise ValueError(f"engine {self.engine_path.name} takes {self.io.inputs}: pass {{input name: array}}")
+        ops = self._ops
+        for n, x in feed.items():
+            if not ops.is_device_array(x):
+                host = x.detach().cpu().numpy() if hasattr(x, "detach") else x
+                feed[n] = np.ascontiguousarray(host, dtype=self.io.dtypes[n])
+        return feed
+
+    def submit(self, inputs: Any) -> Pending:
+        """Upload and enqueue a batch on the next slot (the slot whose arrays ``inputs`` are, after
+        :meth:`input_arrays`); ``result()`` waits for it."""
+        if not self._slots:
+            raise RuntimeError("TensorRTBackend is closed")
         t0 = time.perf_counter()
-        self._set_shape(shape)
-        ops, ev = self._ops, self._events
-        if on_device:
-            ops.wait_for_caller()  # before the start event: the caller's own GPU work is not copy time
-        ops.record(ev[0])
-        (ops.upload_device if on_device else ops.upload)(self._in_buf, images)
-        ops.record(ev[1])
-        self._run()
-        ops.record(ev[2])
-        hosts = {}
-        for name in self.output_names:
-            out_shape = tuple(int(v) for v in self._context.get_tensor_shape(name))
-            hosts[name] = (ops.download(self._out_bufs[name], int(np.prod(out_shape))), out_shape)
-        ops.record(ev[3])
-        ops.synchronize()
-        outs = {name: host.reshape(s).astype(np.float32, copy=True) for name, (host, s) in hosts.items()}
-        self.last_timing_ms = ops.elapsed_ms(ev[1], ev[2])
-        self.last_copy_ms = ops.elapsed_ms(ev[0], ev[1]) + ops.elapsed_ms(ev[2], ev[3])
+        feed = self._feed(inputs)
+        shapes = {n: tuple(int(v) for v in x.shape) for n, x in feed.items()}
+        self._check_shapes(shapes)
+        handed, self._handed = getattr(self, "_handed", None), None
+        slot = handed if handed is not None and handed.owns(next(iter(feed.values()))) else self._take_slot()
+        slot.set_shapes(shapes)
+        slot.enqueue(feed, lambda: slot.run(self._capture_failed, self.graph_failure is not None))
+        pending = Pending(lambda: self._collect(slot, t0))
+        slot.pending = pending
+        return pending
+
+    def _capture_failed(self, e: Exception) -> None:
+        self.graph_failure = f"{type(e).__name__}: {e}"
+        warnings.warn(f"CUDA graph capture failed for {self.engine_path} ({self.graph_failure}); running without "
+                      "CUDA graphs from now on")
+
+    def _collect(self, slot: Slot, t0: float) -> dict[str, np.ndarray]:
+        outs, self.last_timing_ms, self.last_copy_ms = slot.finish()
+        slot.pending = None
         self.last_wall_ms = (time.perf_counter() - t0) * 1e3
         return outs
 
+    def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Run a batch (N x C x H x W numpy or a torch CUDA tensor with torch memory; image engines: ``{input name:
+        array}``) and wait for it: ``{name: float32 array}`` for every output of the engine."""
+        return self.submit(images).result()
+
     def close(self) -> None:
-        """Free the graph, context, engine, device and pinned buffers and events. Safe to call twice."""
-        self._drop_graph()
-        self._in_buf, self._out_bufs, self._events = None, {}, []
-        self._context = self._engine = self._runtime = None
-        ops, self._ops = self._ops, None
-        if ops is not None:
+        """Free the graphs, contexts, engine, device and pinned buffers, events and streams. Safe to call twice."""
+        for slot in self._slots:
+            slot.close()
+        self._slots, self._handed = [], None
+        self._engine = self._runtime = None
+        ops_list, self._ops_list = self._ops_list, []
+        for ops in ops_list:
             ops.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit

@@ -19,11 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
                    help="graphs to write (default: fp32); fp16 = strongly typed casts, int8 = explicit Q/DQ")
     p.add_argument("--batch", type=batch_profile(), default=None, metavar="MIN,OPT,MAX",
-                   help="batch profile stored for TensorRT (default: 1,8,32 top-down, 1,1,4 bottom-up); the ONNX "
-                        "batch axis is dynamic")
+                   help="batch profile stored for TensorRT (default: 1,32,64 top-down crops, 1,32,128 persons of "
+                        "--image-input graphs, 1,1,4 bottom-up); the ONNX batch axis is dynamic")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="fold the flip test into the graph, batch doubled inside (default: off top-down; bottom-up "
-                        "with --decode: the config's flip_test)")
+                   help="fold the flip test into the graph, batch doubled inside (default: off top-down; on with "
+                        "--image-input as the config's flip_test; bottom-up with --decode: the config's flip_test)")
     p.add_argument("--decode", action="store_true",
                    help="decode in the graph: top-down N x K x 3 keypoints; bottom-up flip, projection, heatmap NMS "
                         "and top-k (grouping stays on the host)")
@@ -32,7 +32,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="top-down input size (default: the config's)")
     p.add_argument("--shape-profile", default=None, metavar="MIN,OPT,MAX",
                    help="bottom-up: input sizes WxH for TensorRT, e.g. 512x512,704x512,1536x1536 (default: from the "
-                        "input size)")
+                        "input size); top-down --image-input: the image sizes (default 32x32,640x480,2048x2048)")
+    g = p.add_argument_group("image input (the fastest graph on a GPU)")
+    g.add_argument("--image-input", action="store_true",
+                   help="image-to-keypoints graphs: uint8 images + person boxes in, keypoints in image pixels and "
+                        "person scores out; crop, normalisation, flip test and decoding run inside (bottom-up: "
+                        "uint8 resized image in, normalisation inside)")
+    g.add_argument("--image-batch", type=batch_profile("--image-batch"), default=None, metavar="MIN,OPT,MAX",
+                   help="top-down --image-input: images per call (default: 1,8,16)")
+    g.add_argument("--pixel-format", choices=("bgr", "rgb"), default="bgr",
+                   help="channel order of --image-input images (default: bgr, as OpenCV decodes)")
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxsim")
     f = p.add_argument_group("fp16")
     f.add_argument("--keep-fp32-ops", nargs="*", default=list(DEFAULT_KEEP_FP32_OPS), metavar="OP",
@@ -65,7 +74,8 @@ def options_from_args(args: argparse.Namespace) -> "object":
                          engine=args.fp16_engine),
         int8=Int8Options(calib_ann=args.calib_ann, calib_images=args.calib_images, calib_num=args.calib_num,
                          calib_method=args.calib_method, calib_batch=args.calib_batch, calib_cache=args.calib_cache,
-                         exclude=args.int8_exclude, op_types=args.int8_op_types, parity_crops=args.parity_crops))
+                         exclude=args.int8_exclude, op_types=args.int8_op_types, parity_crops=args.parity_crops),
+        image_input=args.image_input, image_batch=args.image_batch, pixel_format=args.pixel_format)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
 from .resize import resize_align, resize_align_size  # noqa: F401  (torch-free; re-exported here)
-from .transforms import affine_transform, get_affine_transform, normalize_image, read_rgb
+from .transforms import affine_transform, get_affine_transform, normalize_image, read_image, read_rgb
 
 __all__ = ["resize_align_size", "resize_align", "BottomUpCocoDataset", "mirror_joints", "joints_to_input"]
 
@@ -101,11 +101,19 @@ class BottomUpCocoDataset(Dataset):
         """RGB uint8 image of item ``idx``."""
         return read_rgb(Path(self.img_dir) / self.images[idx]["file_name"])
 
+    #: None: items hold normalised float32 3 x H x W inputs; ``bgr`` / ``rgb``: the resized uint8 H x W x 3 pixels
+    #: in that channel order (what image-input graphs take: they normalise inside)
+    pixels: str | None = None
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        img = self.read_image(idx)
+        if self.pixels is None:
+            img = self.read_image(idx)
+        else:
+            img = read_image(Path(self.img_dir) / self.images[idx]["file_name"], self.pixels)
         resized, center, scale = resize_align(img, self.input_size)
         size = (resized.shape[1], resized.shape[0])
-        return dict(img=normalize_image(resized, self.mean, self.std), center=center, scale=scale,
+        x = normalize_image(resized, self.mean, self.std) if self.pixels is None else np.ascontiguousarray(resized)
+        return dict(img=x, center=center, scale=scale,
                     input_size=np.array(size, dtype=np.int64), image_id=self.images[idx]["id"],
                     image_file=self.images[idx]["file_name"], idx=idx,
                     joints=joints_to_input(self.gt_joints[idx], center, scale, size))

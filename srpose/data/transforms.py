@@ -16,6 +16,7 @@ DEFAULT_PADDING = 1.25
 
 __all__ = [
     "read_rgb",
+    "read_image",
     "decode_rgb",
     "PIXEL_STD",
     "box_to_center_scale",
@@ -39,6 +40,19 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path, pixel_format: str = "bgr") -> np.ndarray:
+    """uint8 image (H x W x 3) at ``path`` in ``pixel_format``: ``bgr`` as OpenCV decodes it (no conversion; what
+    image-input graphs take), or ``rgb`` as :func:`read_rgb`."""
+    if pixel_format == "rgb":
+        return read_rgb(path)
+    if pixel_format != "bgr":
+        raise ValueError(f"pixel_format {pixel_format!r}: expected 'bgr' or 'rgb'")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
+    return img
 
 
 def decode_rgb(data: bytes | np.ndarray, source: str = "image bytes") -> np.ndarray:

@@ -194,6 +194,36 @@ class PoseTask(ABC):
             flip=flip, batch=batch, hw_profile=hw_profile, opset=opset, config=cfg.to_dict(),
             config_source=cfg.source, **fields)
 
+    @abstractmethod
+    def image_graph_parts(self, *, flip: bool, network_flips: bool = False, network_decodes: bool = False,
+                          pixel_format: str = "bgr") -> tuple["nn.Module", "nn.Module | None"]:
+        """(pre, post) torch modules that turn a crop / image graph into an image-to-keypoints graph
+        (:mod:`srpose.export.image_graph`): uint8 images in, normalised network inputs out; network outputs in,
+        the graph's outputs out (None: the network's outputs are the graph's)."""
+
+    def reference_for(self, model: "nn.Module", card: ArtifactCard) -> Callable[[Any], dict]:
+        """PyTorch eager of what the graph of ``card`` computes (crop or image input), for parity checks: its
+        input (an array, or ``{input name: array}`` for image graphs) -> ``{output name: array}``."""
+        if not card.image_input:
+            return self.reference(model, flip=card.flip, decode=card.decode)
+        import torch
+
+        pre, post = self.image_graph_parts(flip=card.flip, pixel_format=card.pixel_format or "bgr")
+        net = self.graph(model, flip=False, decode=False) if post is not None else \
+            self.graph(model, flip=card.flip, decode=card.decode)
+        net.eval()
+
+        def run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in card.input_names]
+            with torch.no_grad():
+                out = net(pre(*args))
+                if post is not None:
+                    out = post(out, *args[1:2])
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return {n: o.float().numpy() for n, o in zip(card.output_names, outs)}
+
+        return run
+
     def reference(self, model: "nn.Module", *, flip: bool, decode: bool) -> Callable[[np.ndarray], dict]:
         """PyTorch eager of :meth:`graph`: images -> ``{output name: array}``, for parity checks."""
         import torch

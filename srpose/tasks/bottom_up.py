@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from srpose.card import ArtifactCard
+from srpose.card import IMAGES, ArtifactCard
 from srpose.codecs import AssociativeEmbedding
 
 from .base import Batch, IOSpec, Poses, PoseTask, run_backend
@@ -36,9 +36,10 @@ def _round_up(x: float, base: int = _ALIGN) -> int:
     return int(math.ceil(x / base) * base)
 
 
-def parse_shape_profile(text: str | Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
+def parse_shape_profile(text: str | Sequence[Sequence[int]], *, multiple: int = _ALIGN) -> tuple[tuple[int, int], ...]:
     """``"512x512,704x512,1536x1536"`` (WxH min, opt, max) -> checked ((H, W) min, opt, max); sizes must be
-    multiples of 64."""
+    multiples of ``multiple`` (64 for bottom-up network inputs, as the bottom-up resize gives; 1 for the images of an
+    image-input graph)."""
     if isinstance(text, str):
         parts = [p for p in text.replace(" ", "").lower().split(",") if p]
         try:
@@ -51,9 +52,10 @@ def parse_shape_profile(text: str | Sequence[Sequence[int]]) -> tuple[tuple[int,
     if len(sizes) != 3 or any(len(s) != 2 for s in sizes):
         raise ValueError(f"shape profile {text!r} must have three WxH sizes (min, opt, max)")
     for w, h in sizes:
-        if w < _ALIGN or h < _ALIGN or w % _ALIGN or h % _ALIGN:
-            raise ValueError(f"shape profile size {w}x{h} must be positive multiples of {_ALIGN} (the bottom-up "
-                             "resize rounds the long side up to a multiple of 64)")
+        if w < multiple or h < multiple or w % multiple or h % multiple:
+            raise ValueError(f"shape profile size {w}x{h} must be positive multiples of {multiple}" +
+                             (" (the bottom-up resize rounds the long side up to a multiple of 64)"
+                              if multiple == _ALIGN else ""))
     (w0, h0), (w1, h1), (w2, h2) = sizes
     if not (w0 <= w1 <= w2 and h0 <= h1 <= h2):
         raise ValueError(f"shape profile {sizes} must satisfy min <= opt <= max in width and in height")
@@ -93,9 +95,20 @@ class BottomUpTask(PoseTask):
 
         subset = dataset if indices is None else Subset(dataset, list(indices))
         for item in DataLoader(subset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity):
-            yield dict(img=np.asarray(item["img"], dtype=np.float32)[None], center=np.asarray(item["center"])[None],
+            img = np.asarray(item["img"])
+            yield dict(img=(img if img.dtype == np.uint8 else img.astype(np.float32, copy=False))[None],
+                       center=np.asarray(item["center"])[None],
                        scale=np.asarray(item["scale"])[None], image_id=np.asarray([item["image_id"]]),
                        idx=np.asarray([item["idx"]]), joints=[item["joints"]])
+
+    def image_batches(self, dataset: Any, card: ArtifactCard, *, batch_size: int = 1, workers: int = 0,
+                      indices: Sequence[int] | None = None) -> Iterator[Batch]:
+        """:meth:`batches` with the resized uint8 pixels (``card.pixel_format``) an image-input graph takes."""
+        import copy
+
+        pixels = copy.copy(dataset)
+        pixels.pixels = card.pixel_format or "bgr"
+        yield from self.batches(pixels, batch_size=batch_size, workers=workers, indices=indices)
 
     def oracle_outputs(self, images: np.ndarray, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if meta.get("joints") is None:
@@ -150,10 +163,19 @@ class BottomUpTask(PoseTask):
         h, w = hw_profile[1]
         return np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
 
-    def parity_inputs(self, card: ArtifactCard, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    def parity_inputs(self, card: ArtifactCard, seed: int = 0) -> dict[str, list[Any]]:
         rng = np.random.default_rng(seed)
         profile = card.hw_profile or self.default_hw_profile()
+        if card.image_input:
+            return {f"{w}x{h}": [{IMAGES: rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)}] for h, w in profile[:2]}
         return {f"{w}x{h}": [rng.standard_normal((1, 3, h, w)).astype(np.float32)] for h, w in profile[:2]}
+
+    def image_graph_parts(self, *, flip: bool, network_flips: bool = False, network_decodes: bool = False,
+                          pixel_format: str = "bgr") -> tuple["nn.Module", None]:
+        """(uint8 N x H x W x 3 -> normalised N x 3 x H x W, None): the caller still does the test resize."""
+        from ._image_graph import ImageNormalize
+
+        return ImageNormalize(self.cfg.data["mean"], self.cfg.data["std"], pixel_format=pixel_format), None
 
     def compare_view(self, name: str, array: np.ndarray) -> np.ndarray:
         # candidates of equal value may come out of top-k in any order: compare the sorted values per joint
@@ -165,15 +187,18 @@ class BottomUpTask(PoseTask):
 
         images = batch["img"]
         meta = dict(joints=batch["joints"], image_id=batch["image_id"])
-        out, secs = run_backend(backend, images, meta)
+        pixels = images.dtype == np.uint8  # N x H x W x 3 for image-input graphs
+        hw, w_axis = (images.shape[1:3], 2) if pixels else (images.shape[2:], 3)
+        out, secs = run_backend(backend, {IMAGES: images} if pixels else images, meta)
         if backend.decoded:
             return out, secs
-        out = {RAW_OUTPUT: self._raw(out, backend.name, images.shape[2:])}
+        out = {RAW_OUTPUT: self._raw(out, backend.name, hw)}
         if flip:
-            w = images.shape[-1]
+            w = images.shape[w_axis]
             meta_f = dict(meta, joints=[mirror_joints(j, w, self.codec.flip_index) for j in batch["joints"]])
-            out_f, secs_f = run_backend(backend, np.ascontiguousarray(images[..., ::-1]), meta_f)
-            out["outputs_flipped"] = self._raw(out_f, backend.name, images.shape[2:])
+            mirrored = np.ascontiguousarray(np.flip(images, w_axis))
+            out_f, secs_f = run_backend(backend, {IMAGES: mirrored} if pixels else mirrored, meta_f)
+            out["outputs_flipped"] = self._raw(out_f, backend.name, hw)
             secs += secs_f
         return out, secs
 
@@ -204,7 +229,8 @@ class BottomUpTask(PoseTask):
             people = self.codec.decode_candidates(outputs["heatmaps"][0], outputs["tags"][0],
                                                   outputs["candidates"][0], center, scale, adjust=on, refine=on)
         else:
-            h, w = batch["img"].shape[2:]
+            img = batch["img"]
+            h, w = img.shape[1:3] if img.dtype == np.uint8 else img.shape[2:]
             people = self.codec.decode(outputs[RAW_OUTPUT], outputs.get("outputs_flipped"), center, scale,
                                        input_size=(w, h), adjust=on, refine=on)
         p = len(people)

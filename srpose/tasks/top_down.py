@@ -3,6 +3,11 @@
 Graph: one input ``input`` (N x 3 x H x W normalised crops, dynamic batch) and one output: ``heatmaps``
 (N x K x h x w) or, decoded, ``keypoints`` (N x K x 3: x, y, score in heatmap pixels). The in-graph flip test
 doubles the batch inside (mirror by a constant-index Gather) and merges with the codec's flip merge.
+
+Image-to-keypoints graphs (``--image-input``, :mod:`srpose.export.image_graph`) take uint8 images, person boxes
+and their image indices instead and return keypoints in image pixels and person scores: the crop, normalisation,
+flip test, decoding and back-projection run inside (:meth:`TopDownTask.image_graph_parts`). The evaluator then
+sends whole images (:meth:`TopDownTask.image_batches`), decoded once each.
 """
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from srpose.card import ArtifactCard
+from srpose.card import BOX_IMAGE, BOXES, IMAGES, KEYPOINTS, SCORES, ArtifactCard
 from srpose.codecs import MSRAHeatmap, SRPoseHeatmap
 
 from ._rescore import coco_results
@@ -34,7 +39,8 @@ class TopDownTask(PoseTask):
     """Top-down pose estimation on COCO / CrowdPose / MPII person crops."""
 
     kind = "top-down"
-    default_batch = (1, 8, 32)
+    #: the evaluator and the server send 32 persons a batch: the profile is optimised for that
+    default_batch = (1, 32, 64)
     precisions = ("fp32", "fp16", "int8")
     item = "person"
 
@@ -104,6 +110,22 @@ class TopDownTask(PoseTask):
     def export_flip(self, flip: bool | None, decode: bool) -> bool:
         return bool(flip)
 
+    def image_graph_parts(self, *, flip: bool, network_flips: bool = False, network_decodes: bool = False,
+                          pixel_format: str = "bgr") -> tuple["nn.Module", "nn.Module"]:
+        """(pre, post) of the image-to-keypoints graph: images + boxes -> crops (mirrored ones after them when the
+        flip test is asked and the network does not flip), and network outputs + boxes -> keypoints in image
+        pixels + person scores (flip merge and decoding where the network does not do them)."""
+        from ._image_graph import ImageCrops, ImagePeople
+
+        cfg, codec = self.cfg, self.codec
+        around = bool(flip) and not network_flips
+        pre = ImageCrops(cfg.image_size, cfg.data["mean"], cfg.data["std"], pixel_format=pixel_format, flip=around)
+        post = ImagePeople(codec.heatmap_size, cfg.image_size,
+                           decode=None if network_decodes else codec.decode_module(post=codec.refines()),
+                           flip_merge=codec.flip_merge_module() if around else None,
+                           vis_thr=float(cfg.data.get("vis_thr", 0.2)))
+        return pre, post
+
     def check_model(self, model: "nn.Module") -> None:
         import torch
 
@@ -127,11 +149,33 @@ class TopDownTask(PoseTask):
         w, h = self.cfg.image_size
         return np.random.default_rng(0).standard_normal((max(batch[0], 2), 3, h, w)).astype(np.float32)
 
-    def parity_inputs(self, card: ArtifactCard, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    def parity_inputs(self, card: ArtifactCard, seed: int = 0) -> dict[str, list[Any]]:
         lo, _, hi = card.batch
+        rng = np.random.default_rng(seed)
+        if card.image_input:
+            return {"random": [_random_image_feed(card, rng)]}
         w, h = card.input_size
         n = min(hi, max(lo, 4))
-        return {"random": [np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)]}
+        return {"random": [rng.standard_normal((n, 3, h, w)).astype(np.float32)]}
+
+    def image_batches(self, dataset: Any, card: ArtifactCard, *, batch_size: int = 32, workers: int = 0,
+                      indices: Sequence[int] | None = None) -> Iterator[Batch]:
+        """Whole-image batches of ``dataset`` for the image-to-keypoints graph of ``card``: about ``batch_size``
+        persons each (within the graph's person and image profile), images decoded once by ``workers`` loader
+        processes (see :mod:`srpose.tasks._image_batches`)."""
+        from ._image_batches import ImageBatches, iterate, plan_batches
+
+        plans = plan_batches(dataset, indices, persons=batch_size, max_persons=card.batch[2],
+                             max_images=(card.image_batch or (1, 1, 1))[2])
+        yield from iterate(ImageBatches(dataset, plans, pixel_format=card.pixel_format or "bgr"), workers)
+
+    def image_feed(self, backend: Any, batch: Batch) -> dict[str, np.ndarray]:
+        """The graph inputs of an image batch, written into ``backend.input_arrays`` (pinned memory for TensorRT)."""
+        from ._image_batches import feed_shapes, fill_feed
+
+        card = backend.card
+        hw_max = tuple(card.hw_profile[2]) if card is not None and card.hw_profile else None
+        return fill_feed(batch, backend.input_arrays(feed_shapes(batch, hw_max)))
 
     # ------------------------------------------------------------------------------------------ inference
     def infer(self, backend: Any, batch: Batch, *, flip: bool) -> tuple[dict[str, np.ndarray], float]:
@@ -155,6 +199,8 @@ class TopDownTask(PoseTask):
         return {name: self.codec.flip_merge(heat, _single(out_f, backend)[1])}, secs + secs_f
 
     def decode(self, outputs: Mapping[str, np.ndarray], batch: Batch, *, decoded: bool, post: bool) -> Poses:
+        if IMAGES in batch:  # an image-to-keypoints graph: people in image pixels already
+            return self._image_poses(outputs, batch)
         name, out = _single(outputs, None)
         out = np.asarray(out, dtype=np.float32)
         b, k = len(batch["img"]), self.cfg.num_joints
@@ -177,7 +223,19 @@ class TopDownTask(PoseTask):
                      image_ids=np.asarray(batch["image_id"], np.int64), centers=np.asarray(center, np.float32),
                      scales=np.asarray(scale, np.float32), indices=np.asarray(batch["idx"], np.int64))
 
+    def _image_poses(self, outputs: Mapping[str, np.ndarray], batch: Batch) -> Poses:
+        kpts = np.asarray(outputs.get(KEYPOINTS), np.float32) if KEYPOINTS in outputs else None
+        p, k = len(batch["idx"]), self.cfg.num_joints
+        if kpts is None or kpts.shape != (p, k, 3):
+            raise ValueError(f"the image graph returned {({n: np.shape(v) for n, v in outputs.items()})}, expected "
+                             f"{KEYPOINTS!r} of shape {p} x {k} x 3")
+        return Poses(keypoints=kpts, scores=np.asarray(batch["bbox_score"], np.float64),
+                     image_ids=np.asarray(batch["image_id"], np.int64), centers=np.asarray(batch["center"], np.float32),
+                     scales=np.asarray(batch["scale"], np.float32), indices=np.asarray(batch["idx"], np.int64))
+
     def keypoints_in_input(self, outputs: Mapping[str, np.ndarray], *, decoded: bool) -> np.ndarray:
+        if KEYPOINTS in outputs and SCORES in outputs:  # image graphs: image pixels are their input's
+            return np.asarray(outputs[KEYPOINTS])[..., :2]
         _, out = _single(outputs, None)
         iw, ih = self.cfg.image_size
         hw, hh = self.codec.heatmap_size
@@ -209,6 +267,29 @@ class TopDownTask(PoseTask):
         return coco_results(kp, cen, sca, poses.scores[order], ids, poses.indices[order], sigmas=dataset.sigmas,
                             vis_thr=float(cfg.get("vis_thr", 0.2)), oks_thr=float(cfg.get("oks_thr", 0.9)),
                             use_nms=bool(cfg.get("use_nms", True)))
+
+
+def _random_image_feed(card: ArtifactCard, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two smooth random images of different sizes (zero-padded to one) and boxes on both, some reaching past the
+    image borders: what an image graph is compared with PyTorch on."""
+    import cv2
+
+    lo, opt, hi = card.hw_profile  # type: ignore[misc]
+    h, w = min(max(lo[0], 96), hi[0]), min(max(lo[1], 128), hi[1])
+    sizes = [(h, w), (max(lo[0], h * 3 // 4), max(lo[1], w * 3 // 4))]
+    images = np.zeros((2, h, w, 3), np.uint8)
+    for b, (ih, iw) in enumerate(sizes):
+        noise = rng.integers(0, 256, (ih, iw, 3), dtype=np.uint8)
+        images[b, :ih, :iw] = cv2.GaussianBlur(noise, (0, 0), 3)
+    n = min(card.batch[2], 6)
+    boxes = np.zeros((n, 5), np.float32)
+    box_image = (np.arange(n) % 2).astype(np.int32)
+    for i in range(n):
+        ih, iw = sizes[box_image[i]]
+        bw, bh = rng.uniform(0.2, 0.8) * iw, rng.uniform(0.3, 0.9) * ih
+        boxes[i] = [rng.uniform(-0.2 * bw, iw - 0.8 * bw), rng.uniform(-0.2 * bh, ih - 0.8 * bh), bw, bh,
+                    rng.uniform(0.3, 1.0)]
+    return {IMAGES: images, BOXES: boxes, BOX_IMAGE: box_image}
 
 
 def _single(outputs: Mapping[str, np.ndarray], backend: Any) -> tuple[str, np.ndarray]:

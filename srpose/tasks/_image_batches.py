@@ -1,0 +1,158 @@
+"""Whole-image batches for top-down image-to-keypoints graphs: each JPEG decoded once (in data-loader workers), its
+persons' boxes as arrays, and the graph's inputs filled on the main thread with one copy per image.
+
+A batch holds whole images: images are added while it has fewer than ``persons`` persons, never more than the
+graph's ``max_persons`` or ``max_images`` (an image with more persons than ``max_persons`` is split across
+batches). Nothing per person runs in Python: boxes, centres and scales are sliced from arrays made once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from srpose.card import BOX_IMAGE, BOXES, IMAGES
+
+__all__ = ["person_boxes", "plan_batches", "ImageBatches", "feed_shapes", "fill_feed", "PAD_MULTIPLE"]
+
+#: padded image sizes are rounded up to this multiple (fewer distinct shapes for TensorRT), within the profile
+PAD_MULTIPLE = 32
+
+
+def person_boxes(dataset: Any) -> np.ndarray:
+    """N x 5 float32 boxes (x, y, w, h, score) of every record of a top-down dataset. Records without a box
+    (MPII: annotated centre and scale) get the box whose padded, aspect-fixed crop is that centre and scale."""
+    from srpose.data.transforms import DEFAULT_PADDING, PIXEL_STD
+
+    rows = np.zeros((len(dataset.records), 5), np.float64)
+    for i, rec in enumerate(dataset.records):
+        if rec.get("bbox") is not None:
+            rows[i, :4] = rec["bbox"][:4]
+        else:
+            size = np.asarray(rec["scale"], np.float64) * PIXEL_STD / DEFAULT_PADDING
+            rows[i, :2] = np.asarray(rec["center"], np.float64) - size / 2
+            rows[i, 2:4] = size
+        rows[i, 4] = rec["bbox_score"]
+    return rows.astype(np.float32)
+
+
+def plan_batches(dataset: Any, indices: Sequence[int] | None, *, persons: int, max_persons: int,
+                 max_images: int) -> list[list[tuple[str, np.ndarray]]]:
+    """Batches of (image file, record indices): the records of ``indices`` (all by default) grouped by image in
+    order of first appearance, packed as the module docstring says."""
+    if persons < 1 or max_persons < 1 or max_images < 1:
+        raise ValueError(f"persons ({persons}), max_persons ({max_persons}) and max_images ({max_images}) must be "
+                         ">= 1")
+    order = range(len(dataset.records)) if indices is None else [int(i) for i in indices]
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        groups.setdefault(dataset.records[i]["image_file"], []).append(i)
+    target = min(persons, max_persons)
+    plans: list[list[tuple[str, np.ndarray]]] = []
+    batch: list[tuple[str, np.ndarray]] = []
+    count = 0
+    for name, idx in groups.items():
+        for s in range(0, len(idx), max_persons):
+            chunk = np.asarray(idx[s:s + max_persons], np.int64)
+            if batch and (count + len(chunk) > max_persons or len(batch) >= max_images or count >= target):
+                plans.append(batch)
+                batch, count = [], 0
+            batch.append((name, chunk))
+            count += len(chunk)
+    if batch:
+        plans.append(batch)
+    return plans
+
+
+class ImageBatches:
+    """A map-style dataset of planned batches (torch ``DataLoader`` compatible): item ``i`` holds the decoded
+    images of batch ``i`` (uint8 H x W x 3 in ``pixel_format``; torch tensors when ``shared``, so loader workers hand
+    them over in shared memory) and its persons' ``boxes``, ``box_image``, ``center``, ``scale``, ``bbox_score``,
+    ``image_id`` and ``idx`` arrays."""
+
+    def __init__(self, dataset: Any, plans: list[list[tuple[str, np.ndarray]]], *, pixel_format: str = "bgr",
+                 shared: bool = False) -> None:
+        self.img_dir = Path(dataset.img_dir)
+        self.plans = plans
+        self.pixel_format = pixel_format
+        self.shared = shared
+        recs = dataset.records
+        self.boxes = person_boxes(dataset)
+        self.center = np.stack([np.asarray(r["center"], np.float32) for r in recs])
+        self.scale = np.stack([np.asarray(r["scale"], np.float32) for r in recs])
+        self.image_id = np.asarray([r["image_id"] for r in recs], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def persons(self) -> int:
+        return sum(len(idx) for plan in self.plans for _, idx in plan)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from srpose.data.transforms import read_image
+
+        plan = self.plans[i]
+        images, decoded = [], {}
+        for name, _ in plan:
+            if name not in decoded:
+                decoded[name] = read_image(self.img_dir / name, self.pixel_format)
+            images.append(decoded[name])
+        idx = np.concatenate([ix for _, ix in plan])
+        box_image = np.concatenate([np.full(len(ix), b, np.int32) for b, (_, ix) in enumerate(plan)])
+        if self.shared:
+            import torch
+
+            images = [torch.from_numpy(im) for im in images]
+        return dict(images=images, boxes=self.boxes[idx], box_image=box_image, center=self.center[idx],
+                    scale=self.scale[idx], bbox_score=self.boxes[idx, 4].astype(np.float64),
+                    image_id=self.image_id[idx], idx=idx, image_file=[name for name, _ in plan])
+
+
+def _round_up(v: int, multiple: int, limit: int | None) -> int:
+    r = -(-v // multiple) * multiple
+    return r if limit is None or r <= limit else max(v, min(r, limit))
+
+
+def feed_shapes(batch: Mapping[str, Any], hw_max: tuple[int, int] | None = None,
+                multiple: int = PAD_MULTIPLE) -> dict[str, tuple[int, ...]]:
+    """Input shapes of an image batch: its images padded to a common H x W (rounded up to ``multiple`` while it
+    stays within ``hw_max``)."""
+    hs = [int(im.shape[0]) for im in batch["images"]]
+    ws = [int(im.shape[1]) for im in batch["images"]]
+    lim_h, lim_w = hw_max if hw_max is not None else (None, None)
+    h, w = _round_up(max(hs), multiple, lim_h), _round_up(max(ws), multiple, lim_w)
+    p = len(batch["idx"])
+    return {IMAGES: (len(hs), h, w, 3), BOXES: (p, 5), BOX_IMAGE: (p,)}
+
+
+def fill_feed(batch: Mapping[str, Any], feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Write an image batch into the graph's input arrays ``feed`` (e.g. a backend's pinned buffers): each image
+    once, into its zero-padded slot; returns ``feed``."""
+    dst = feed[IMAGES]
+    for b, im in enumerate(batch["images"]):
+        a = im.numpy() if hasattr(im, "numpy") else np.asarray(im)
+        h, w = a.shape[:2]
+        dst[b, :h, :w] = a
+        dst[b, h:] = 0
+        dst[b, :h, w:] = 0
+    feed[BOXES][...] = batch["boxes"]
+    feed[BOX_IMAGE][...] = batch["box_image"]
+    return dict(feed)
+
+
+def iterate(source: ImageBatches, workers: int) -> Iterator[dict[str, Any]]:
+    """The batches of ``source``, decoded by ``workers`` loader processes (0: in this process), in order."""
+    if workers == 0:
+        for i in range(len(source)):
+            yield source[i]
+        return
+    from torch.utils.data import DataLoader
+
+    source.shared = True
+    yield from DataLoader(source, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
+                          prefetch_factor=2, persistent_workers=False)
+
+
+def _as_is(item: Any) -> Any:
+    return item
