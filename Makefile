@@ -7,7 +7,13 @@ TORCH_CPU := torch==2.13.0
 SERVE_VENV ?= .venv-triton
 PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup demo test bench clean serve-deps
+# NVIDIA ModelOpt, the reference the INT8 export is compared with (tests/test_modelopt_compare.py skips without it):
+# an environment of its own, as nvidia-modelopt[onnx] pulls onnxruntime-gpu, cupy and an older onnx. Not part of
+# `make test`'s required path.
+MODELOPT_VENV ?= .venv-modelopt
+MODELOPT := nvidia-modelopt[onnx]==0.47.0
+
+.PHONY: setup demo test bench clean serve-deps modelopt-deps
 
 setup: $(VENV)/.installed
 
@@ -47,8 +53,17 @@ $(SERVE_VENV)/.installed: $(VENV)/.installed srpose/serve/environment.py
 	$(SERVE_VENV)/bin/python -m pip install -q --no-deps $(PYTRITON)
 	@touch $@
 
+modelopt-deps: $(MODELOPT_VENV)/.installed
+
+$(MODELOPT_VENV)/.installed:
+	rm -rf $(MODELOPT_VENV)
+	$(PYTHON) -m venv $(MODELOPT_VENV)
+	$(MODELOPT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MODELOPT_VENV)/bin/python -m pip install -q "$(MODELOPT)"
+	@touch $@
+
 bench: setup
 	$(PY) scripts/bench_decode.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) demo build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(MODELOPT_VENV) demo build *.egg-info

@@ -25,7 +25,7 @@ from srpose.tasks import PoseTask, Poses
 
 __all__ = ["CACHE_FORMAT", "Budget", "BudgetSpent", "SetEvaluator", "primary_metric", "set_id"]
 
-CACHE_FORMAT = "srpose-int8-search-2"
+CACHE_FORMAT = "srpose-int8-search-3"  # 3: INT8 graphs in float16 outside INT8, #22
 _METRICS = ("AP", "AP50", "AP75", "AR")
 #: the evaluator's MPII names (mmpose's PCKh table) -> the search's
 _PCKH = {"Mean": "PCKh", "Mean@0.1": "PCKh@0.1"}

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["quantize_markdown", "plot_sensitivity", "plot_pareto", "pareto_front"]
 
 _ROWS = (("fp32", "FP32"), ("fp16", "FP16"), ("int8", "all-INT8 (head included)"),
-         ("int8_export", "today's INT8 export"), ("chosen", "**search: chosen mixed INT8/FP16**"))
+         ("int8_export", "INT8 export, default exclusions"), ("chosen", "**search: chosen mixed INT8/FP16**"))
 
 
 def _f(v: Any, spec: str, none: str = "-") -> str:
@@ -144,7 +144,7 @@ def plot_pareto(report: "QuantizeReport", out_png: str | Path) -> Path:
     ap32 = report.graphs["fp32"]["metrics"][m]
     ax.axhline(ap32, color="#555555", lw=0.8, label=f"FP32 {m} {ap32:.4f}")
     ax.axhline(ap32 - report.max_ap_drop, color="#d62728", lw=0.8, ls="--", label="budget")
-    marks = {"int8": ("s", "all-INT8"), "fp16": ("D", "FP16"), "int8_export": ("^", "today's INT8 export"),
+    marks = {"int8": ("s", "all-INT8"), "fp16": ("D", "FP16"), "int8_export": ("^", "INT8 export (defaults)"),
              "chosen": ("*", "chosen")}
     for key, (mark, label) in marks.items():
         g = report.graphs.get(key)

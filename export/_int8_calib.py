@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["CACHE_FORMAT", "quiet", "compute_ranges", "save_ranges", "load_ranges"]
 
 #: version of the cache file layout; a file of another version is ignored (recalibrated)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the residual Adds and Resizes are calibrated too
 
 
 class _ListReader:

@@ -62,7 +62,7 @@ DEFAULT_KEEP_FP32_OPS: tuple[str, ...] = (
     "Reciprocal",
 )
 #: node-name patterns (fnmatch) kept in float32 by default: the heads' output convolutions and the decoder.
-DEFAULT_KEEP_FP32_NODES: tuple[str, ...] = ("*heatmap_head*", "*converge*", "*final_layer*", "/decode/*")
+DEFAULT_KEEP_FP32_NODES: tuple[str, ...] = ("/decode/*",)
 #: cheap ops that stay float32 when all their activation inputs are float32 (so the tail after a float32 node,
 #: e.g. pixel shuffle and the in-graph flip merge after the final conv, does not round-trip through float16).
 FOLLOW_OPS = frozenset((

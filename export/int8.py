@@ -1,26 +1,27 @@
-"""FP32 ONNX -> explicitly quantised INT8 ONNX (QuantizeLinear/DequantizeLinear) for strongly typed TensorRT.
+"""FP32 ONNX -> the explicitly quantised INT8 ONNX graph (QuantizeLinear/DequantizeLinear) TensorRT builds as
+written (strongly typed).
 
-TensorRT 11 has no calibrator API: INT8 comes from Q/DQ nodes in the graph. The graph is produced with ONNX
-Runtime's ``quantize_static`` in QDQ format with TensorRT's conventions:
+TensorRT 11 has no calibrator API: INT8 comes from Q/DQ nodes in the graph, and every other tensor runs in the type
+the graph gives it. The graph (:mod:`srpose.export._int8_graph`, placement :mod:`srpose.export._int8_place`):
 
-- symmetric int8 everywhere (zero points 0): ``ActivationSymmetric`` / ``WeightSymmetric``;
-- weights per output channel (axis 0 for Conv/Gemm-with-transB, 1 for ConvTranspose and MatMul), activations per
-  tensor;
-- Q/DQ only on the *inputs* of the quantised ops (Conv, ConvTranspose, MatMul, Gemm by default): no Q/DQ on their
-  outputs (``OpTypesToExcludeOutputQuantization``), so TensorRT fuses Conv+BN+ReLU(+Add) and picks the output type;
-- biases stay float (``QuantizeBias=False``): TensorRT folds float biases into its int8 kernels itself;
+- Q/DQ pairs where TensorRT's placement rules want them: both inputs of every quantised Conv, ConvTranspose, Gemm
+  and MatMul-with-a-weight (activations per tensor, weights per output channel), the residual input of every
+  residual Add fused into a quantised op, and the input of a Resize feeding a quantised op through a Concat; no
+  Q/DQ on the outputs of weighted ops, none between a conv and its activation; symmetric int8, zero points 0;
+- float16 everywhere else (Q/DQ with float16 scales, opset 19), except the FP16 graph's float32 islands
+  (normalisations, softmax, reductions, the decoder: :data:`srpose.export.fp16.DEFAULT_KEEP_FP32_OPS` / ``_NODES``);
+- layers left out of INT8 (``exclude``) read the unquantised tensor and run in float16;
 - only MatMuls with a constant weight are quantised: the attention products of HRFormer and TransPose
-  (activation x activation) stay in float unless ``quantize_activation_matmuls=True``;
-- head output convolutions stay float by default (:data:`DEFAULT_EXCLUDE`): the SR heads' final grouped conv
-  (``heatmap_head``, ``converge``) and the simple head's ``final_layer``; the in-graph flip/decoder have no
-  quantisable ops.
+  (activation x activation) stay float16 unless ``quantize_activation_matmuls=True``;
+- the heads' output convs are INT8 too (measured: docs/benchmarks.md, "AP-guided INT8 search"); the in-graph flip
+  merge and decoder have no quantisable op worth it and stay out (:data:`DEFAULT_EXCLUDE`).
 
 Calibration ranges are computed batch by batch (histograms / min-max merged per chunk of batches, so memory does
 not grow with the number of images) and cached in a JSON file keyed by the FP32 model's hash, the calibration
 data's hash and the method; a re-export with the same key reuses the cache and skips calibration inference.
 
 :func:`quantize_int8` is two steps that can also be run separately: :func:`calibration_ranges` (computed or cached
-ranges of one model on one calibration set) and :func:`write_qdq_model` (the Q/DQ graph of given ranges and a given
+ranges of one model on one calibration set) and :func:`write_qdq_model` (the INT8 graph of given ranges and a given
 set of excluded nodes), so one calibration serves several exclusion sets. The calibration machinery and the cache
 file are :mod:`srpose.export._int8_calib`.
 """
@@ -29,28 +30,30 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from srpose.export._int8_calib import CACHE_FORMAT  # noqa: F401 - the cache's file format, importable from here
 from srpose.export._int8_calib import compute_ranges, load_ranges, quiet, save_ranges
+from srpose.export._int8_place import PLACEMENT_OP_TYPES
+from srpose.export.fp16 import DEFAULT_KEEP_FP32_NODES, DEFAULT_KEEP_FP32_OPS
 
 __all__ = ["CALIB_METHODS", "DEFAULT_EXCLUDE", "DEFAULT_OP_TYPES", "Int8Report", "CalibrationRanges",
            "quantize_int8", "calibration_ranges", "write_qdq_model", "resolve_excluded_nodes",
-           "calibration_cache_key"]
+           "calibration_cache_key", "range_amax"]
 
 #: ``--calib-method`` name -> onnxruntime CalibrationMethod member name.
 CALIB_METHODS = {"entropy": "Entropy", "max": "MinMax", "minmax": "MinMax", "percentile": "Percentile"}
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-#: node-name patterns (fnmatch) left in float: the heads' output convolutions.
-DEFAULT_EXCLUDE: tuple[str, ...] = ("*heatmap_head*", "*converge*", "*final_layer*", "/decode/*", "/flip_merge/*")
+#: node-name patterns (fnmatch) never quantised by default: the in-graph decoder and flip merge.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("/decode/*", "/flip_merge/*")
 
 
 @dataclass
 class Int8Report:
-    """What the quantisation did."""
+    """What the quantisation did: calibration, the nodes left out of INT8 and the ones quantised, the residual
+    Adds given a quantised input, the Q/DQ pairs on activations, and the float16 rewrite's counts."""
 
     method: str
     calibration_crops: int = 0
@@ -60,6 +63,10 @@ class Int8Report:
     quantized_nodes: int = 0
     excluded_nodes: list[str] = field(default_factory=list)
     op_types: list[str] = field(default_factory=list)
+    residual_adds: int = 0
+    activation_qdq: int = 0
+    opset: int = 0
+    fp16: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,7 +77,7 @@ class CalibrationRanges:
     """Activation ranges of one FP32 model on one calibration set (:func:`calibration_ranges`), ready for
     :func:`write_qdq_model`."""
 
-    method: str  # entropy | max | minmax | percentile
+    method: str  # entropy | max | percentile
     op_types: list[str]  # the quantisable op types whose inputs have ranges
     settings: dict[str, Any]  # calibrator settings (percentile, num_bins)
     ranges: Any  # onnxruntime.quantization.calibrate.TensorsData
@@ -93,22 +100,36 @@ def calibration_cache_key(model_sha256: str, data_key: str, method: str, setting
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def range_amax(ranges: Any) -> dict[str, float]:
+    """tensor -> max |value| of calibration ``ranges`` (an onnxruntime ``TensorsData``)."""
+    import numpy as np
+
+    out = {}
+    for name, td in ranges.items():
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in td.range_value)
+        out[name] = max(abs(lo), abs(hi))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- the composition
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iterable[Any] | None, *,
                   method: str = "entropy", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                   op_types: Sequence[str] = DEFAULT_OP_TYPES, cache_dir: str | Path | None = None,
                   data_key: str | None = None, input_name: str = "input", chunk_batches: int = 1,
                   percentile: float = 99.999, num_bins: int | None = None,
-                  quantize_activation_matmuls: bool = False) -> Int8Report:
-    """Write the Q/DQ INT8 version of the FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically).
+                  quantize_activation_matmuls: bool = False,
+                  keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
+                  keep_fp32_nodes: Sequence[str] = DEFAULT_KEEP_FP32_NODES) -> Int8Report:
+    """Write the INT8 version of the FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically).
 
     ``calibration``: an iterable of N x 3 x H x W float32 batches (or ``{input_name: batch}`` dicts, or an ONNX
     Runtime ``CalibrationDataReader``), e.g. :class:`export.calibration.CalibrationReader`; may be ``None`` when the
     cache already holds the ranges. ``method``: entropy | max | percentile. ``exclude``: node names or fnmatch
-    patterns kept in float (activation x activation MatMuls too, unless ``quantize_activation_matmuls``).
-    ``chunk_batches``: batches whose intermediate tensors are held at once before they are folded into the
-    histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key`` enable the calibration
-    cache (``data_key`` identifies the data, e.g. ``CalibrationReader.data_key()``). The output's card gets
+    patterns left out of INT8 (they run in float16; activation x activation MatMuls too, unless
+    ``quantize_activation_matmuls``). ``chunk_batches``: batches whose intermediate tensors are held at once before
+    they are folded into the histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key``
+    enable the calibration cache (``data_key`` identifies the data, e.g. ``CalibrationReader.data_key()``).
+    ``keep_fp32_ops`` / ``keep_fp32_nodes``: the float32 islands, as for the FP16 export. The output's card gets
     ``precision="int8"`` and ``precision_details["int8"]``.
     """
     import onnx
@@ -122,12 +143,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     calib = _calibration_ranges(fp32_path, calibration, method=method, op_types=op_types, cache_dir=cache_dir,
                                 data_key=data_key, input_name=input_name, chunk_batches=chunk_batches,
                                 settings=_calibrator_settings(method, percentile, num_bins))
-    return _write_qdq(fp32_path, out_path, calib, excluded, model)
+    return _write_qdq(fp32_path, out_path, calib, excluded, model, keep_fp32_ops, keep_fp32_nodes)
 
 
 def _excluded_nodes(model: Any, file_name: str, exclude: Sequence[str], op_types: list[str],
                     quantize_activation_matmuls: bool) -> list[str]:
-    """The ``op_types`` nodes left in float: those matching ``exclude``, then (unless
+    """The ``op_types`` nodes left out of INT8: those matching ``exclude``, then (unless
     ``quantize_activation_matmuls``) the MatMuls without a constant operand; exact names must exist."""
     excluded = resolve_excluded_nodes(model, exclude, op_types)
     if not quantize_activation_matmuls:
@@ -169,17 +190,19 @@ def _calibrator_settings(method: str, percentile: float, num_bins: int | None) -
 def _calibration_ranges(fp32_path: Path, calibration: Iterable[Any] | None, *, method: str, op_types: list[str],
                         cache_dir: str | Path | None, data_key: str | None, input_name: str, chunk_batches: int,
                         settings: dict[str, Any]) -> CalibrationRanges:
-    """:func:`calibration_ranges` on checked arguments."""
+    """:func:`calibration_ranges` on checked arguments: the inputs and outputs of ``op_types`` nodes and of the
+    placement's op types (residual Adds, Resizes) are calibrated."""
     from onnxruntime.quantization import CalibrationMethod
 
     from srpose.export.onnx_export import model_sha256
 
     method_enum = getattr(CalibrationMethod, CALIB_METHODS[method])
+    calibrated = list(dict.fromkeys([*op_types, *PLACEMENT_OP_TYPES]))
     calib = CalibrationRanges(method=method, op_types=op_types, settings=settings, ranges=None)
     cache_path = None
     if cache_dir is not None and data_key is not None:
         calib.key = calibration_cache_key(model_sha256(fp32_path), data_key, method,
-                                          {**settings, "op_types": op_types})
+                                          {**settings, "op_types": op_types, "calibrated": calibrated})
         cache_path = Path(cache_dir) / f"{fp32_path.stem.split('.')[0]}.{method}.{calib.key[:16]}.calib.json"
         calib.cache_file = str(cache_path)
     if cache_path is not None and cache_path.is_file():
@@ -192,7 +215,7 @@ def _calibration_ranges(fp32_path: Path, calibration: Iterable[Any] | None, *, m
         if calibration is None:
             raise ValueError("INT8 quantisation needs calibration data (no cached ranges for this model and data)")
         with quiet():
-            calib.ranges, calib.crops, calib.batches = compute_ranges(fp32_path, calibration, method_enum, op_types,
+            calib.ranges, calib.crops, calib.batches = compute_ranges(fp32_path, calibration, method_enum, calibrated,
                                                                       input_name, chunk_batches, settings)
         if cache_path is not None:
             save_ranges(cache_path, calib.key, method, calib.ranges,
@@ -200,12 +223,14 @@ def _calibration_ranges(fp32_path: Path, calibration: Iterable[Any] | None, *, m
     return calib
 
 
-# ---------------------------------------------------------------------------------------------- step 2: Q/DQ graph
+# ---------------------------------------------------------------------------------------------- step 2: the graph
 def write_qdq_model(fp32_path: str | Path, out_path: str | Path, calib: CalibrationRanges,
-                    excluded_nodes: Sequence[str]) -> Int8Report:
-    """Write the Q/DQ INT8 version of FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically), quantised with the
-    ranges ``calib`` (of this model) and leaving the nodes named in ``excluded_nodes`` (exact names) in float.
-    The output's card gets ``precision="int8"`` and ``precision_details["int8"]``, as with :func:`quantize_int8`."""
+                    excluded_nodes: Sequence[str], *, keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
+                    keep_fp32_nodes: Sequence[str] = DEFAULT_KEEP_FP32_NODES) -> Int8Report:
+    """Write the INT8 version of FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically), quantised with the
+    ranges ``calib`` (of this model), the nodes named in ``excluded_nodes`` (exact names) left out of INT8 (in
+    float16) and the float32 islands ``keep_fp32_*``. The output's card gets ``precision="int8"`` and
+    ``precision_details["int8"]``, as with :func:`quantize_int8`."""
     import onnx
 
     fp32_path = Path(fp32_path)
@@ -215,62 +240,56 @@ def write_qdq_model(fp32_path: str | Path, out_path: str | Path, calib: Calibrat
     unknown = [n for n in excluded_nodes if n not in names]
     if unknown:
         raise ValueError(f"nodes to exclude {unknown} are not in {fp32_path.name}")
-    return _write_qdq(fp32_path, out_path, calib, list(excluded_nodes), model)
+    return _write_qdq(fp32_path, out_path, calib, list(excluded_nodes), model, keep_fp32_ops, keep_fp32_nodes)
 
 
-def _write_qdq(fp32_path: Path, out_path: str | Path, calib: CalibrationRanges, excluded: list[str],
-               model: Any) -> Int8Report:
+def int8_graph(model: Any, calib: CalibrationRanges, excluded: Sequence[str], keep_fp32_ops: Sequence[str],
+               keep_fp32_nodes: Sequence[str]) -> tuple[Any, Int8Report]:
+    """The INT8 graph of loaded FP32 ``model`` (every ``calib.op_types`` node not in ``excluded`` quantised) and
+    its report (without file or cache fields); the caller records the card."""
+    from srpose.export._int8_graph import build_int8_graph, quantized_nodes
+
+    skip = set(excluded)
+    quantised = [n.name for n in model.graph.node if n.op_type in calib.op_types and n.name not in skip]
+    q, place, fp16 = build_int8_graph(model, range_amax(calib.ranges), quantised, keep_fp32_ops=keep_fp32_ops,
+                                      keep_fp32_nodes=keep_fp32_nodes)
+    report = Int8Report(method=calib.method, calibration_crops=calib.crops, calibration_batches=calib.batches,
+                        cache_file=calib.cache_file, cache_hit=calib.cache_hit, excluded_nodes=list(excluded),
+                        op_types=list(calib.op_types), quantized_nodes=len(quantized_nodes(q, calib.op_types)),
+                        residual_adds=len(place.residual), activation_qdq=len(place.activations),
+                        opset=max(o.version for o in q.opset_import if o.domain in ("", "ai.onnx")),
+                        fp16=dict(nodes_fp16=fp16.nodes_fp16, nodes_fp32=fp16.nodes_fp32,
+                                  kept_fp32_ops=fp16.kept_fp32_ops, kept_fp32_nodes=fp16.kept_fp32_nodes,
+                                  casts_inserted=fp16.casts_inserted))
+    return q, report
+
+
+def _write_qdq(fp32_path: Path, out_path: str | Path, calib: CalibrationRanges, excluded: list[str], model: Any,
+               keep_fp32_ops: Sequence[str], keep_fp32_nodes: Sequence[str]) -> Int8Report:
     """:func:`write_qdq_model` on checked arguments, ``model`` being the loaded FP32 file (its metadata is kept)."""
     import onnx
 
     from srpose._io import atomic_write_bytes
     from srpose.export.onnx_export import record_precision
 
-    q = _qdq_graph(fp32_path, calib, excluded)
-    report = Int8Report(method=calib.method, calibration_crops=calib.crops, calibration_batches=calib.batches,
-                        cache_file=calib.cache_file, cache_hit=calib.cache_hit, excluded_nodes=excluded,
-                        op_types=calib.op_types)
-    report.quantized_nodes = _count_quantized(q, calib.op_types)
+    q, report = int8_graph(model, calib, excluded, keep_fp32_ops, keep_fp32_nodes)
     del q.metadata_props[:]
     q.metadata_props.extend(model.metadata_props)
     # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
-    record_precision(q, "int8", dict(
-        method=calib.method, calibration_crops=calib.crops, calibration_key=calib.key, op_types=calib.op_types,
-        excluded_nodes=excluded, quantized_nodes=report.quantized_nodes, settings=calib.settings))
+    details = {k: v for k, v in report.to_dict().items() if k not in ("cache_file", "cache_hit")}
+    details.update(calibration_key=calib.key, settings=calib.settings, keep_fp32_ops=list(keep_fp32_ops),
+                   keep_fp32_nodes=list(keep_fp32_nodes))
+    record_precision(q, "int8", details)
     onnx.checker.check_model(q, full_check=True)
     atomic_write_bytes(out_path, q.SerializeToString(deterministic=True))
     return report
 
 
-def _qdq_graph(fp32_path: Path, calib: CalibrationRanges, excluded: list[str]) -> Any:
-    """ONNX Runtime's ``quantize_static`` QDQ graph of ``fp32_path`` with TensorRT's conventions (module docstring)
-    and the precomputed ranges (no calibration inference)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    op_types = calib.op_types
-    extra = dict(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False,
-                 OpTypesToExcludeOutputQuantization=op_types, DedicatedQDQPair=False)
-    with tempfile.TemporaryDirectory(prefix="srpose-int8-") as tmp:
-        ort_cache = Path(tmp) / "ranges.json"
-        _write_ort_cache(ort_cache, calib.ranges)
-        out_tmp = Path(tmp) / "int8.onnx"
-        with quiet():
-            quantize_static(str(fp32_path), str(out_tmp), None, quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=op_types, per_channel=True, reduce_range=False,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=excluded,
-                            calibrate_method=getattr(CalibrationMethod, CALIB_METHODS[calib.method]),
-                            extra_options=extra, calibration_cache_path=str(ort_cache))
-        return onnx.load(str(out_tmp))
-
-
-# ---------------------------------------------------------------------------------------------- checks and helpers
+# ---------------------------------------------------------------------------------------------- checks
 def _check_source(fp32_path: Path) -> None:
-    """Fail early on a missing FP32 file or an onnxruntime that cannot quantise from precomputed ranges."""
+    """Fail early on a missing FP32 file."""
     if not fp32_path.is_file():
         raise FileNotFoundError(f"FP32 ONNX file {fp32_path} does not exist")
-    _check_onnxruntime()
 
 
 def _check_calibration_settings(method: str, chunk_batches: int) -> None:
@@ -279,33 +298,3 @@ def _check_calibration_settings(method: str, chunk_batches: int) -> None:
         raise ValueError(f"calibration method {method!r} is unknown: use one of entropy, max, percentile")
     if chunk_batches < 1:
         raise ValueError(f"chunk_batches must be >= 1, got {chunk_batches}")
-
-
-def _check_onnxruntime() -> None:
-    """Fail early when onnxruntime cannot take precomputed ranges (``calibration_cache_path``)."""
-    import inspect
-
-    from onnxruntime.quantization import calibrate, quantize_static
-
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters \
-            or not hasattr(calibrate, "save_tensors_data"):
-        raise RuntimeError("INT8 export needs an onnxruntime whose quantize_static accepts calibration_cache_path "
-                           "(a recent release, e.g. 1.32): pip install -U onnxruntime")
-
-
-def _write_ort_cache(path: Path, ranges: Any) -> None:
-    """Ranges in onnxruntime's own calibration-cache format, so ``quantize_static`` skips calibration."""
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    save_tensors_data(ranges, path)
-
-
-def _count_quantized(model: Any, op_types: Sequence[str]) -> int:
-    """Number of ``op_types`` nodes whose first input comes from a DequantizeLinear (quantised nodes)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    count = 0
-    for n in model.graph.node:
-        if n.op_type in op_types and n.input and producers.get(n.input[0]) is not None \
-                and producers[n.input[0]].op_type == "DequantizeLinear":
-            count += 1
-    return count

@@ -115,7 +115,10 @@ class ExportReport:
         for entry in self.files:
             parts = [f"{group}/{out}: max abs {e['max_abs']:.3g}, rel L2 {e['rel_l2']:.3g}, cos {e['cosine']:.6f}"
                      for group, outs in entry["parity"].items() for out, e in outs.items()]
-            lines.append(f"{Path(self.out_dir) / entry['file']}  {entry['bytes'] / 1e6:.1f} MB  [{'; '.join(parts)}]")
+            t = entry.get("traffic")
+            size = f"{entry['bytes'] / 1e6:.1f} MB"
+            size += "" if t is None else f", {t['bytes_per_person'] / 1e6:.3f} MB/person moved"
+            lines.append(f"{Path(self.out_dir) / entry['file']}  {size}  [{'; '.join(parts)}]")
         return lines
 
 
@@ -259,17 +262,20 @@ def _convert(fp32: Path, staging: Path, name: str, precisions: Sequence[str], op
         cache_dir = Path(i8.calib_cache) if i8.calib_cache else Path(opts.out_dir) / "calib_cache"
         details["int8"] = quantize_int8(fp32, paths["int8"], calib, method=i8.calib_method, exclude=i8.exclude,
                                         op_types=i8.op_types, cache_dir=cache_dir, data_key=calib.data_key(),
-                                        input_name="input").to_dict()
+                                        input_name="input", keep_fp32_ops=opts.fp16.keep_fp32_ops,
+                                        keep_fp32_nodes=opts.fp16.keep_fp32_nodes).to_dict()
     return paths, details
 
 
 def _file_entry(task: PoseTask, path: Path, precision: str, reference: Callable, groups: dict,
                 detail: Any) -> dict[str, Any]:
     from srpose._io import sha256_file
+    from srpose.export.traffic import export_traffic
 
     entry: dict[str, Any] = dict(precision=precision, file=path.name, bytes=path.stat().st_size,
                                  sha256=sha256_file(path), **_io_shapes(path))
     entry["parity"] = parity_report(path, reference, groups, task)
+    entry["traffic"] = export_traffic(path)  # activation bytes written per person, by type (#22)
     if detail is not None:
         entry[precision] = detail
     return entry

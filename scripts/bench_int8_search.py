@@ -10,7 +10,8 @@
    attention and LayerNorm that are the known INT8/FP16 trouble spots, at a size that trains in minutes on 2
    cores (HRFormer's windowed attention graphs are ~10x larger and slower to run in ONNX Runtime).
 3. For each: ``srpose quantize`` (:func:`srpose.eval.int8_search.search_int8`) on ``--search-persons`` held-out
-   persons, then every chosen mixed graph, all-INT8, today's INT8 export, FP16 and FP32 are evaluated again on
+   persons, then every chosen mixed graph, the INT8 export, FP16 and FP32 (and the head's output conv in the
+   other precision) are evaluated again, with the bytes each writes per person (:mod:`srpose.export.traffic`), on
    the *other* held-out persons, so the figures are not only those the search picked its set on.
    Scenarios: entropy calibration (the export's default) with the budget; the same with budget 0 (a rerun: the
    cache means no sensitivity graph runs again); min-max calibration with ``--stress-ap-drop``, where INT8 costs
@@ -118,68 +119,83 @@ def quantize(cfg_file: Path, ckpt: Path, data: dict, val_ann: Path, out: Path, s
     return search_int8(str(cfg_file), opts, checkpoint=str(ckpt))
 
 
+#: the heads' output convs (SR head, SRPose head, simple head): FP16 and INT8 by default since #22, measured here
+HEAD_OUTPUT = ("*heatmap_head*", "*converge*", "*final_layer*")
+
+
 def confirm(cfg_file: Path, scenarios: list[dict], data: dict, confirm_ann: Path, cache: Path
-            ) -> dict[str, dict[str, float]]:
-    """AP on the persons the searches did not see: FP32, FP16, per calibration method all-INT8 and today's INT8
-    export, and each search's chosen mixed graph."""
+            ) -> dict[str, dict[str, Any]]:
+    """AP and bytes moved per person on the persons the searches did not see: FP32, FP16 (and FP16 with the head's
+    output conv in FP32), per calibration method the INT8 export (every layer INT8) and INT8 with the head's
+    output conv in FP16, and each search's chosen mixed graph. INT8 graphs are written as mixed graphs (the same
+    graph as ``srpose export --precision int8 [--int8-exclude ...]``) so that the backend rounds their float16
+    tensors."""
     import onnx
 
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
     from srpose.eval.evaluator import EvalOptions, evaluate
-    from srpose.export._int8_mixed import int8_exclude_for, write_mixed_model
+    from srpose.export._int8_mixed import write_mixed_model
     from srpose.export.calibration import CalibrationReader
-    from srpose.export.fp16 import convert_fp16
-    from srpose.export.int8 import DEFAULT_EXCLUDE, calibration_ranges, resolve_excluded_nodes, write_qdq_model
+    from srpose.export.fp16 import DEFAULT_KEEP_FP32_NODES, convert_fp16
+    from srpose.export.int8 import calibration_ranges, resolve_excluded_nodes
+    from srpose.export.traffic import traffic_of_file
     from srpose.tasks import task_for
 
     task = task_for(str(cfg_file))
     fp32 = Path(scenarios[0]["report"].files["fp32"])
     out = fp32.parent
     reader = CalibrationReader(data["train"]["ann"], data["train"]["images"], task.cfg, num=512)
-    proto = onnx.load(str(fp32))
-    graphs = dict(fp32=fp32, fp16=out / "confirm.fp16.onnx")
+    head = resolve_excluded_nodes(onnx.load(str(fp32)), HEAD_OUTPUT, ("Conv", "ConvTranspose"))
+    graphs = dict(fp32=fp32, fp16=out / "confirm.fp16.onnx", fp16_head32=out / "confirm.fp16_head32.onnx")
     convert_fp16(fp32, graphs["fp16"])
+    convert_fp16(fp32, graphs["fp16_head32"], keep_fp32_nodes=(*HEAD_OUTPUT, *DEFAULT_KEEP_FP32_NODES))
     for sc in scenarios:
         m = sc["method"]
         if f"{m}/int8" not in graphs:
             calib = calibration_ranges(fp32, None, method=m, cache_dir=cache, data_key=reader.data_key())
-            graphs[f"{m}/int8"] = out / f"confirm.{m}.all.onnx"
-            graphs[f"{m}/int8_export"] = out / f"confirm.{m}.int8.onnx"
+            graphs[f"{m}/int8"], graphs[f"{m}/int8_head16"] = out / f"confirm.{m}.all.onnx", out / f"confirm.{m}.h.onnx"
             write_mixed_model(fp32, graphs[f"{m}/int8"], calib, [])
-            fixed = resolve_excluded_nodes(proto, DEFAULT_EXCLUDE, calib.op_types)
-            write_qdq_model(fp32, graphs[f"{m}/int8_export"], calib, int8_exclude_for(proto, fixed))
+            write_mixed_model(fp32, graphs[f"{m}/int8_head16"], calib, head)
         graphs[sc["key"]] = Path(sc["report"].files["mixed"])
     dataset = task.dataset(str(confirm_ann), str(data["val"]["images"]), gt_bbox=True)
     res = {}
     for key, path in graphs.items():
         r = evaluate(task, OnnxRuntimeBackend(path), dataset, EvalOptions(workers=0, progress=False))
-        res[key] = dict(AP=r.metrics["AP"], persons=r.num_persons)
+        res[key] = dict(AP=r.metrics["AP"], persons=r.num_persons, traffic=traffic_of_file(path).to_dict())
     return res
 
 
-def _row(label: str, scen: str, g: dict, ap32: float, cf: dict | None, ap32c: float, first: bool) -> str:
-    ap = g["metrics"]["AP"]
-    conf = "- | -" if cf is None else (f"{cf['AP']:.4f} | -" if first else
-                                       f"{cf['AP']:.4f} | {100 * (cf['AP'] - ap32c):+.2f}")
-    return (f"| {scen} | {label} | {g['fp16']} | {100 * g['int8_mac_share']:.1f}% | {ap:.4f} | "
-            f"{'-' if first else format(100 * (ap - ap32), '+.2f')} | {conf} | {g['kpt_px']:.3f} |")
+def _row(label: str, scen: str, g: dict | None, ap32: float, cf: dict, ap32c: float, mb32: float) -> str:
+    """One graph: what is not INT8, INT8 MAC share, AP on both sets (ΔAP against FP32), keypoint error, bytes."""
+    first = label == "FP32"
+    delta = (lambda a, b: "-" if first else format(100 * (a - b), "+.2f"))
+    srch = "- | - | -" if g is None else f"{g['metrics']['AP']:.4f} | {delta(g['metrics']['AP'], ap32)} | "\
+        f"{g['kpt_px']:.3f}"
+    fp16, share = ("-", "-") if g is None else (g["fp16"], f"{100 * g['int8_mac_share']:.1f}%")
+    mb = cf["traffic"]["bytes_per_person"] / 1e6
+    return (f"| {scen} | {label} | {fp16} | {share} | {srch} | {cf['AP']:.4f} | {delta(cf['AP'], ap32c)} | "
+            f"{mb:.3f} | {mb / mb32:.2f} |")
 
 
 def _reading(scen: list[dict], conf: dict, ap32c: float) -> str:
-    """What the first scenario shows, in numbers: all-INT8 against today's export, the AP noise scale, and what the
-    budget-0 set does on the unseen persons."""
+    """What the first scenario shows, in numbers: the head's output conv in FP16 against INT8, the AP noise scale,
+    and what the budget-0 set does on the unseen persons."""
     import statistics
 
     r, m = scen[0]["report"], scen[0]["method"]
-    g = r["graphs"]
     kept = [x["sensitivity"]["ap_gain_fp16"] for x in r["groups"] if x["sensitivity"]["ap_gain_fp16"] is not None]
     noise = statistics.pstdev(kept) if len(kept) > 1 else 0.0
-    text = (f"Reading: quantising every layer, the head's output conv included, gives ΔAP "
-            f"{100 * (conf[f'{m}/int8']['AP'] - ap32c):+.2f} points on the unseen persons (today's export: "
-            f"{100 * (conf[f'{m}/int8_export']['AP'] - ap32c):+.2f}) with {100 * g['int8']['int8_mac_share']:.1f}% "
-            f"instead of {100 * g['int8_export']['int8_mac_share']:.1f}% of the MACs in INT8. For scale: the "
-            f"{len(kept)} graphs with one group kept in FP16 (all others INT8), near-identical, spread by "
-            f"{100 * noise:.2f} points (standard deviation) on the search set.")
+    heads = [x for x in r["groups"] if any(p.strip("*") in x["name"] for p in HEAD_OUTPUT)]
+    d = {k: 100 * (conf[k]["AP"] - ap32c) for k in ("fp16", "fp16_head32", f"{m}/int8", f"{m}/int8_head16")}
+    text = (f"Reading: the head's output conv costs nothing measurable in FP16 (ΔAP {d['fp16']:+.2f} points on the "
+            f"unseen persons, {d['fp16_head32']:+.2f} with it in FP32) nor in INT8 ({d[f'{m}/int8']:+.2f}, "
+            f"{d[f'{m}/int8_head16']:+.2f} with it in FP16)")
+    if heads:
+        s = heads[-1]["sensitivity"]
+        text += (f"; the search measures `{heads[-1]['name']}` alone in INT8 at {100 * (s['ap_drop_alone'] or 0):+.2f}"
+                 f" points lost and kept in FP16 at {100 * (s['ap_gain_fp16'] or 0):+.2f} gained")
+    text += (f". For scale: the {len(kept)} graphs with one group kept in FP16 (all others INT8), near-identical, "
+             f"spread by {100 * noise:.2f} points (standard deviation) on the search set.")
     zero = next((sc for sc in scen if sc["budget"] == 0 and sc["method"] == m), None)
     if zero is not None:
         gain = conf[zero["key"]]["AP"] - conf[f"{m}/int8"]["AP"]
@@ -200,20 +216,23 @@ def model_section(entry: dict[str, Any]) -> list[str]:
              f"(Conv/ConvTranspose/MatMul/Gemm), trained {entry['train_s']:.0f} s here. Searches on "
              f"{rep0['val_persons']} held-out persons, every graph confirmed on {conf['fp32']['persons']} others "
              f"(flip test {'on' if rep0['flip'] else 'off'}).", "",
-             "| calibration, budget | graph | not INT8 | INT8 MACs | AP (search set) | ΔAP (points) | "
-             "AP (confirm set) | ΔAP (points) | kpt err (px) |", "|---|---|---|---:|---:|---:|---:|---:|---:|",
-             _row("FP32", "-", g0["fp32"], ap32, conf["fp32"], ap32c, True),
-             _row("FP16", "-", g0["fp16"], ap32, conf["fp16"], ap32c, False)]
+             "| calibration, budget | graph | not INT8 | INT8 MACs | AP (search set) | ΔAP (points) | kpt err (px) | "
+             "AP (confirm set) | ΔAP (points) | MB written/person | vs FP32 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    mb32 = conf["fp32"]["traffic"]["bytes_per_person"] / 1e6
+    lines += [_row("FP32", "-", g0["fp32"], ap32, conf["fp32"], ap32c, mb32),
+              _row("FP16", "-", g0["fp16"], ap32, conf["fp16"], ap32c, mb32),
+              _row("FP16, head output conv FP32 (before #22)", "-", None, ap32, conf["fp16_head32"], ap32c, mb32)]
     seen = set()
     for sc in scen:
         r, m = sc["report"], sc["method"]
         if m not in seen:
             seen.add(m)
-            lines.append(_row("all-INT8, head included", m, r["graphs"]["int8"], ap32, conf[f"{m}/int8"], ap32c, False))
-            lines.append(_row("today's INT8 export", m, r["graphs"]["int8_export"], ap32, conf[f"{m}/int8_export"],
-                              ap32c, False))
+            lines.append(_row("INT8 export (every layer)", m, r["graphs"]["int8"], ap32, conf[f"{m}/int8"], ap32c,
+                              mb32))
+            lines.append(_row("INT8, head output conv FP16", m, None, ap32, conf[f"{m}/int8_head16"], ap32c, mb32))
         lines.append(_row(f"**search, ΔAP <= {100 * sc['budget']:.2f} pt**", f"{m}, {100 * sc['budget']:.2f} pt",
-                          r["graphs"]["chosen"], ap32, conf[sc["key"]], ap32c, False))
+                          r["graphs"]["chosen"], ap32, conf[sc["key"]], ap32c, mb32))
     lines += ["", _reading(scen, conf, ap32c), ""]
     for sc in scen:
         r, c = sc["report"], sc["report"]["chosen"]
@@ -241,10 +260,13 @@ def publish(work: Path, out_md: Path) -> str:
     lines = [SECTION, "",
              "`scripts/bench_int8_search.py`: `srpose quantize` (AP-guided INT8, issue #16) on two models trained "
              "here on generated people (192x160 images, one person each; 4,000 for training, 2,000 held out). Every "
-             "graph is the real mixed INT8/FP16 ONNX graph TensorRT would build, run in ONNX Runtime on the CPU "
-             "(float16 rounding emulated); calibration on 512 training crops; layer groups = network blocks. "
-             "\"Today's\" INT8 export leaves the head's output conv in FP32 (`DEFAULT_EXCLUDE`); \"all-INT8\" "
-             "quantises it too. ΔAP in AP points against the FP32 graph. Scenarios: entropy calibration (the "
+             "graph is the real ONNX graph TensorRT would build (INT8 graphs since #22: TensorRT's Q/DQ placement, "
+             "float16 everywhere outside the INT8 layers), run in ONNX Runtime on the CPU (float16 rounding "
+             "emulated); calibration on 512 training crops; layer groups = network blocks. The INT8 export quantises "
+             "every layer, the head's output conv included; the rows \"head output conv\" measure that conv in the "
+             "other precision (the defaults before #22: FP32 in the FP16 graph, left out of INT8). ΔAP in AP points "
+             "against the FP32 graph; MB written/person: activation bytes the engine writes between its layers "
+             "(`srpose.export.traffic`, Q/DQ fused into their producers). Scenarios: entropy calibration (the "
              "export's default) with a 0.5-point budget, then the same with budget 0 (from the cache: \"keep "
              "everything that hurts\": every group whose INT8-alone loss exceeds the budget stays FP16), and "
              "min-max calibration (`--calib-method max`, coarser INT8 steps) with a 0.1-point budget.", "",

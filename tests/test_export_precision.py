@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from _export_utils import cached_export, crops, tiny_bottom_up_config, tiny_config, tiny_model, torch_out
+from _int8_utils import run_int8
 from onnx import TensorProto, numpy_helper
 
 from srpose.card import read_card
@@ -37,9 +38,8 @@ def test_fp16_graph_is_strongly_typed_with_float32_io(tmp_path: Path) -> None:
     types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
     types.update({t.name: t.data_type for t in m.graph.initializer})
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
-    head = [n for n in convs if "/converge" in n.name]
-    assert len(head) == 1 and types[head[0].input[1]] == TensorProto.FLOAT  # the output conv stays float32
-    assert all(types[n.input[1]] == TensorProto.FLOAT16 for n in convs if n not in head)
+    assert len([n for n in convs if "/converge" in n.name]) == 1  # the head's output conv: float16 too (#22)
+    assert all(types[n.input[1]] == TensorProto.FLOAT16 for n in convs)
     norms = [n for n in m.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(types[n.input[0]] == TensorProto.FLOAT for n in norms)
     assert report.kept_fp32_ops.get("LayerNormalization") == len(norms)
@@ -53,14 +53,16 @@ def test_fp16_graph_is_strongly_typed_with_float32_io(tmp_path: Path) -> None:
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 5e-3
 
 
-def test_fp16_keeps_the_head_output_and_decoder_in_float32(tmp_path: Path) -> None:
+def test_fp16_keeps_the_decoder_in_float32_and_runs_the_head_output_in_float16(tmp_path: Path) -> None:
     path, model, cfg = cached_export("hrnet", "sr", decode=True)
     report = convert_fp16(path, tmp_path / "d.fp16.onnx")
-    assert "/model/keypoint_head/heatmap_head/Conv" in report.kept_fp32_nodes
+    assert "/model/keypoint_head/heatmap_head/Conv" not in report.kept_fp32_nodes
     assert any(n.startswith("/decode/") for n in report.kept_fp32_nodes) and report.followed_fp32 >= 1
     m = onnx.load(str(tmp_path / "d.fp16.onnx"))
     head = next(n for n in m.graph.node if n.name == "/model/keypoint_head/heatmap_head/Conv")
-    assert {t.name: t.data_type for t in m.graph.initializer}[head.input[1]] == TensorProto.FLOAT
+    assert {t.name: t.data_type for t in m.graph.initializer}[head.input[1]] == TensorProto.FLOAT16
+    kept = convert_fp16(path, tmp_path / "k.fp16.onnx", keep_fp32_nodes=["*heatmap_head*", "/decode/*"])
+    assert "/model/keypoint_head/heatmap_head/Conv" in kept.kept_fp32_nodes  # still possible, by pattern
     x = crops(2, cfg)
     out = OnnxRuntimeBackend(tmp_path / "d.fp16.onnx").infer(x)["keypoints"]
     ref = OnnxRuntimeBackend(path).infer(x)["keypoints"]
@@ -80,7 +82,7 @@ def test_bottom_up_fp16_graph_matches_pytorch(decode: bool, tmp_path: Path) -> N
     card = read_card(out)
     assert card.precision == "fp16" and card.task == "bottom-up" and "fp16" in card.precision_details
     assert card.hw_profile == read_card(path).hw_profile and _dims(out) == ["batch", 3, "height", "width"]
-    assert report.kept_fp32_nodes  # the head's output conv (and the decoder) stay float32
+    assert bool(report.kept_fp32_nodes) == decode  # the decoder stays float32; the head's output conv does not
     t = task_for(cfg)
     backend = OnnxRuntimeBackend(out)  # float16 rounding emulated on the CPU
     assert backend.fp16_emulated
@@ -107,8 +109,11 @@ def test_library_export_refuses_bottom_up_int8_before_any_work(tmp_path: Path) -
 
 
 def _qdq_checks(model: onnx.ModelProto, excluded: list[str]) -> None:
+    """Q/DQ as TensorRT wants them: symmetric int8, per-tensor activations, per-output-channel int8 weights, float16
+    scales and biases (opset 19); excluded convs read unquantised float16 tensors with float16 weights."""
     producers = {o: n for n in model.graph.node for o in n.output}
     inits = {t.name: t for t in model.graph.initializer}
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 19
     for n in model.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zp = numpy_helper.to_array(inits[n.input[2]])
@@ -116,17 +121,19 @@ def _qdq_checks(model: onnx.ModelProto, excluded: list[str]) -> None:
     for conv in (n for n in model.graph.node if n.op_type == "Conv"):
         x_dq, w_dq = producers.get(conv.input[0]), producers.get(conv.input[1])
         if conv.name in excluded:
-            assert conv.input[1] in inits and inits[conv.input[1]].data_type == TensorProto.FLOAT
+            assert getattr(x_dq, "op_type", None) != "DequantizeLinear", conv.name
+            assert conv.input[1] in inits and inits[conv.input[1]].data_type == TensorProto.FLOAT16
             continue
         assert x_dq is not None and x_dq.op_type == "DequantizeLinear", conv.name
         assert producers[x_dq.input[0]].op_type == "QuantizeLinear"
         assert numpy_helper.to_array(inits[x_dq.input[1]]).size == 1  # per-tensor activations
         assert w_dq is not None and w_dq.op_type == "DequantizeLinear", conv.name
         assert inits[w_dq.input[0]].data_type == TensorProto.INT8
+        assert inits[w_dq.input[1]].data_type == TensorProto.FLOAT16
         axis = next((a.i for a in w_dq.attribute if a.name == "axis"), 1)
         assert axis == 0 and numpy_helper.to_array(inits[w_dq.input[1]]).size == inits[w_dq.input[0]].dims[0]
         if len(conv.input) > 2:
-            assert inits[conv.input[2]].data_type == TensorProto.FLOAT  # float bias
+            assert inits[conv.input[2]].data_type == TensorProto.FLOAT16  # float bias, in float16
 
 
 def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tmp_path: Path) -> None:
@@ -135,15 +142,15 @@ def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tmp_path: Path) -> No
     out = tmp_path / "m.int8.onnx"
     rep = quantize_int8(path, out, calib, method="entropy", cache_dir=tmp_path / "cache", data_key="random-4")
     assert rep.calibration_crops == 14 and not rep.cache_hit and Path(rep.cache_file).is_file()
-    assert rep.excluded_nodes == ["/model/keypoint_head/heatmap_head/Conv"]
+    assert rep.excluded_nodes == []  # the head's output conv is INT8 too (#22)
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
     _qdq_checks(m, rep.excluded_nodes)
-    assert rep.quantized_nodes == sum(n.op_type == "Conv" for n in m.graph.node) - 1
+    assert rep.quantized_nodes == sum(n.op_type == "Conv" for n in m.graph.node) and rep.residual_adds > 0
     card = read_card(out)
     assert card.precision == "int8" and card.precision_details["int8"]["calibration_crops"] == 14
     x = crops(3, cfg, seed=7)
-    ref, q = torch_out(model, x), OnnxRuntimeBackend(out).infer(x)["heatmaps"]
+    ref, q = torch_out(model, x), run_int8(out, x)["heatmaps"]
     cos = float((ref * q).sum() / np.linalg.norm(ref) / np.linalg.norm(q))
     assert cos > 0.95
     # same model + data + method: ranges come from the cache, no calibration data needed, same bytes
@@ -159,9 +166,9 @@ def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tmp_path: Path) -> No
 def test_int8_methods_run(tmp_path: Path, method: str) -> None:
     path, model, cfg = cached_export("hrnet", "simple")
     rep = quantize_int8(path, tmp_path / "q.onnx", [crops(4, cfg, seed=s) for s in range(2)], method=method)
-    assert rep.excluded_nodes == ["/model/keypoint_head/final_layer/Conv"] and rep.cache_file is None
+    assert rep.excluded_nodes == [] and rep.cache_file is None
     _qdq_checks(onnx.load(str(tmp_path / "q.onnx")), rep.excluded_nodes)
-    assert OnnxRuntimeBackend(tmp_path / "q.onnx").infer(crops(2, cfg))["heatmaps"].shape == (2, 17, 16, 16)
+    assert run_int8(tmp_path / "q.onnx", crops(2, cfg))["heatmaps"].shape == (2, 17, 16, 16)
 
 
 def test_calibration_reader_streams_crops(coco_sample: dict, tmp_path: Path) -> None:

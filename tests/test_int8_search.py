@@ -120,14 +120,15 @@ def test_mixed_graph_is_int8_graph_when_nothing_is_fp16_and_fp16_export_when_eve
     write_qdq_model(fp32, tmp_path / "int8.onnx", calib, int8_exclude_for(proto, []))
     rep = write_mixed_model(fp32, tmp_path / "none.onnx", calib, [])
     none = onnx.load(str(tmp_path / "none.onnx"))
-    assert rep.fp16["nodes_fp16"] == 0
-    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in none.graph.initializer)
+    assert rep.int8["fp16"]["nodes_fp16"] > 0  # everything outside the INT8 layers runs in float16 (#22)
     assert sorted(quantized_nodes(none)) == sorted(every) and rep.int8_exclude == []
     np.testing.assert_array_equal(exact(tmp_path / "none.onnx"), exact(tmp_path / "int8.onnx"))
+    assert none.graph.node == onnx.load(str(tmp_path / "int8.onnx")).graph.node
 
     convert_fp16(fp32, tmp_path / "fp16.onnx")
     rep = write_mixed_model(fp32, tmp_path / "all.onnx", calib, every)
-    assert rep.quantized_nodes == [] and rep.fp16["nodes_fp16"] > 0
+    assert rep.quantized_nodes == [] and rep.int8["fp16"]["nodes_fp16"] > 0
+    assert rep.int8["opset"] == proto.opset_import[0].version  # no Q/DQ left: the FP16 graph, its opset kept
     ref = OnnxRuntimeBackend(tmp_path / "fp16.onnx", threads=1).infer(x)["heatmaps"]
     got = OnnxRuntimeBackend(tmp_path / "all.onnx", threads=1).infer(x)["heatmaps"]
     assert np.abs(got - ref).max() <= 2.0 ** -10 * np.abs(ref).max()  # float16 rounding (equal in practice)
@@ -260,7 +261,7 @@ def test_cli_quantize_prints_the_table_and_refuses_bad_input(tiny: dict, capsys:
 def test_search_is_bounded_and_a_rerun_resumes_from_the_cache(tiny: dict, tmp_path: Path) -> None:
     bounded = _rerun(tiny, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", max_evals=3)
     assert bounded.stopped and "evaluation budget" in bounded.stopped
-    assert bounded.evaluations["run_by_phase"] == dict(reference=4, sensitivity=3, search=0)
+    assert bounded.evaluations["run_by_phase"] == dict(reference=3, sensitivity=3, search=0)  # INT8 export = all-INT8
     assert sum(g["sensitivity"]["harm"] is not None for g in bounded.groups) == 2  # 3 graphs: groups 0 and 1
     assert Path(bounded.files["mixed"]).is_file() and "stopped early" in bounded.markdown()
     resumed = _rerun(tiny, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out")

@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--calib-cache", default=None, metavar="DIR",
                    help="calibration cache folder (default: DIR/calib_cache under --out-dir)")
     c.add_argument("--int8-exclude", nargs="*", default=list(DEFAULT_EXCLUDE), metavar="PATTERN",
-                   help="node names / fnmatch patterns left in float (default: the heads' output convs)")
+                   help="node names / fnmatch patterns left out of INT8, run in FP16 (default: the in-graph "
+                        "decoder and flip merge)")
     c.add_argument("--int8-op-types", nargs="+", default=list(DEFAULT_OP_TYPES), metavar="OP",
                    help=f"op types to quantise (default: {' '.join(DEFAULT_OP_TYPES)})")
     c.add_argument("--parity-crops", type=int, default=16, metavar="N",
