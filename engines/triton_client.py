@@ -217,10 +217,13 @@ class TritonBackend(Backend):
         return dict(stats)
 
     def model_names(self) -> dict[str, str]:
-        """{role: model name} of the ensemble's models."""
+        """{role: model name} of the ensemble's models (a top-down image-to-keypoints network has no
+        post-processing model)."""
         from srpose.engines.triton_protocol import ROLES
 
-        return {r: self.model if r == "ensemble" else f"{self.model}_{r}" for r in ROLES}
+        people = self.card.image_input and self.card.task == "top-down"
+        return {r: self.model if r == "ensemble" else f"{self.model}_{r}" for r in ROLES
+                if not (people and r == "postprocess")}
 
     def close(self) -> None:
         with self._lock:

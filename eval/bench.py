@@ -11,14 +11,15 @@ import numpy as np
 
 from srpose.tasks import PoseTask
 
-__all__ = ["BenchOptions", "bench", "make_end_to_end", "task_of_backend"]
+__all__ = ["BenchOptions", "bench", "make_end_to_end", "task_of_backend", "image_graph_feed"]
 
 
 @dataclass
 class BenchOptions:
-    """``batches``: batch sizes (None: 1, 8, 32 top-down, 1 bottom-up); ``input_size`` (W, H) to time a dynamic-
-    size (bottom-up) model at (default: the config's); ``end_to_end`` also times the pre-processing (one affine
-    crop + normalisation per person) and the decoding."""
+    """``batches``: batch sizes (None: 1, 8, 32 top-down, 1 bottom-up; for a top-down image-to-keypoints graph:
+    persons in one 640x480 image); ``input_size`` (W, H) to time a dynamic-size (bottom-up) model at (default: the
+    config's); ``end_to_end`` also times the pre-processing (one affine crop + normalisation per person) and the
+    decoding (image graphs do both inside: they are always timed end to end)."""
 
     batches: Sequence[int] | None = None
     input_size: tuple[int, int] | None = None
@@ -57,12 +58,41 @@ def bench(backend: Any, task: PoseTask, options: BenchOptions | None = None) -> 
         raise ValueError("--end-to-end times person crops (top-down); bottom-up models take whole images: drop "
                          "--end-to-end")
     batches = list(opts.batches or ([1] if task.kind == "bottom-up" else [1, 8, 32]))
+    if backend.image_input:
+        lo, _, hi = backend.card.batch
+        too_many = [b for b in batches if not lo <= b <= hi]
+        if too_many:
+            raise ValueError(f"batch sizes {too_many} are outside the graph's profile {lo}..{hi}: pass --batch within "
+                             "it, or re-export with a wider --batch")
+        rows = profile(backend, (3, h, w), batches, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
+                       make_input=lambda shape, rng: image_graph_feed(task, backend.card, shape, rng),
+                       progress=opts.progress)
+        for r in rows:
+            r.update(model=task.cfg.name, end_to_end=True)
+        return rows
     e2e = make_end_to_end(backend, task) if opts.end_to_end else None
     rows = profile(backend, (c, h, w), batches, warmup_s=opts.warmup_s, duration_s=opts.duration_s,
                    end_to_end=e2e, progress=opts.progress)
     for r in rows:
         r["model"] = task.cfg.name
     return rows
+
+
+def image_graph_feed(task: PoseTask, card: Any, shape: tuple[int, ...], rng: np.random.Generator
+                     ) -> dict[str, np.ndarray]:
+    """Inputs of an image-to-keypoints graph for a bench "batch" of ``shape[0]`` (top-down: that many persons in
+    one 640x480 image, within the graph's image profile; bottom-up: ``shape[0]`` images of ``shape[2:]``)."""
+    from srpose.card import BOX_IMAGE, BOXES, IMAGES
+
+    n = int(shape[0])
+    if task.kind != "top-down":
+        return {IMAGES: rng.integers(0, 256, (n, int(shape[2]), int(shape[3]), 3), dtype=np.uint8)}
+    (h_lo, w_lo), _, (h_hi, w_hi) = card.hw_profile
+    h, w = min(max(480, h_lo), h_hi), min(max(640, w_lo), w_hi)
+    image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    bw, bh = rng.uniform(0.1, 0.3, n) * w, rng.uniform(0.3, 0.6, n) * h
+    boxes = np.stack([rng.uniform(0, w - bw), rng.uniform(0, h - bh), bw, bh, np.ones(n)], 1).astype(np.float32)
+    return {IMAGES: image, BOXES: boxes, BOX_IMAGE: np.zeros(n, np.int32)}
 
 
 def make_end_to_end(backend: Any, task: PoseTask, seed: int = 0) -> Callable[[Any], Any]:

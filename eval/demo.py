@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 from .pipeline import PipelineOptions, PipelineReport, run_pipeline, say
 from .report import PhaseTimer, Target
 
-__all__ = ["DEMO_PRESET", "DEMO_MIN_AP", "DEMO_MAX_AP_DROP", "DEMO_TIME_BUDGET_S", "DemoOptions", "run_demo",
-           "demo_targets"]
+__all__ = ["DEMO_PRESET", "DEMO_MIN_AP", "DEMO_MAX_AP_DROP", "DEMO_MAX_IMAGE_GRAPH_DELTA", "DEMO_TIME_BUDGET_S",
+           "DemoOptions", "run_demo", "demo_targets"]
 
 #: The demo's model: small enough to learn the generated data in a few CPU minutes (see docs/benchmarks.md).
 DEMO_PRESET = "res18w16_srpose_coco_96x64"
@@ -19,6 +19,8 @@ DEMO_PRESET = "res18w16_srpose_coco_96x64"
 #: the 0..1 scale; the precision budgets are in AP points (1.0 AP = 0.01).
 DEMO_MIN_AP = 0.70
 DEMO_MAX_AP_DROP = {"fp16": 0.001, "int8": 0.010}
+#: the image-to-keypoints graph (crop, flip and decoding in the graph) against the host pipeline, same precision
+DEMO_MAX_IMAGE_GRAPH_DELTA = 0.001
 DEMO_TIME_BUDGET_S = 600.0
 
 
@@ -71,13 +73,21 @@ def demo_targets(train_ap: float | None, report: Any, seconds: float | None = No
     key = _get(report, "primary_metric")
     out = [Target(f"trained model {key}", "n/a" if train_ap is None else f"{train_ap:.4f}", f">= {DEMO_MIN_AP}",
                   train_ap is not None and train_ap >= DEMO_MIN_AP)]
-    for m in _get(report, "models"):
+    models = list(_get(report, "models"))
+    for m in models:
         bound = DEMO_MAX_AP_DROP.get(m["precision"])
         if bound is None:
             continue
         drop = -m["delta"][key]
         out.append(Target(f"{m['name']} {key} loss vs PyTorch", f"{drop:+.4f}", f"<= {bound:.3f}",
                           drop <= bound + 1e-12))
+    crop = {m["precision"]: m for m in models if not m.get("image_input")}
+    for m in models:
+        host = crop.get(m["precision"])
+        if m.get("image_input") and host is not None:
+            d = m["metrics"][key] - host["metrics"][key]
+            out.append(Target(f"{m['name']} {key} vs the host pipeline ({host['name']})", f"{d:+.4f}",
+                              f"|Δ| <= {DEMO_MAX_IMAGE_GRAPH_DELTA:.3f}", abs(d) <= DEMO_MAX_IMAGE_GRAPH_DELTA + 1e-12))
     if seconds is not None:
         cpus = os.cpu_count()
         out.append(Target(f"wall time ({cpus} CPU cores)", f"{seconds:.0f} s", f"< {DEMO_TIME_BUDGET_S:.0f} s",

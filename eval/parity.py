@@ -3,7 +3,9 @@ for any task: ``ParityOptions -> run_parity(...) -> ParityReport``.
 
 For each model: output error against the PyTorch graph it was exported from, on the batches the evaluator feeds it
 (max abs, relative L2, cosine; the first ``error_items`` items, all by default), mean keypoint distance in input
-pixels (top-down), AP/AR (PCKh for MPII) and their deltas to PyTorch over every item, and backend throughput.
+pixels (top-down; image pixels for image-to-keypoints graphs, whose reference is the same graph in PyTorch), AP/AR
+(PCKh for MPII) and their deltas to PyTorch over every item, the distance of its final keypoints to PyTorch's
+with the host pipeline (median and p99, image pixels; top-down), and backend throughput.
 The report renders as Markdown and a bar chart; ``max_ap_drop`` turns an accuracy loss into a failure.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ class ParityOptions:
 
     flip: bool | None = None
     batch_size: int = 32
-    workers: int = 2
+    workers: int | None = None
     threads: int | None = None
     device: str = "cpu"
     progress: bool = False
@@ -113,11 +115,12 @@ class ParityProbe(Backend):
         """Dataset items whose outputs were compared with the reference."""
         return -(-self._compared // self.passes)
 
-    def infer(self, images: np.ndarray, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         out = self.backend.infer(images)
         self.last_timing_ms = self.backend.last_timing_ms
         self.backend_ms += float(self.backend.last_timing_ms or 0.0)
-        self._items += len(images)
+        items = _count(images)
+        self._items += items
         if self.max_items is None or self._compared < self.max_items * self.passes:
             # the reference reruns PyTorch on the batch: bounded, as it costs more than most backends
             ref = self.reference(images)
@@ -126,11 +129,32 @@ class ParityProbe(Backend):
             kp_ref = self.task.keypoints_in_input(ref, decoded=self.decoded)
             if kp_ref is not None:
                 self.kpt.add(kp_ref, self.task.keypoints_in_input(out, decoded=self.decoded))
-            self._compared += len(images)
+            self._compared += items
         return out
+
+    def input_arrays(self, shapes: Any) -> dict[str, np.ndarray]:
+        return self.backend.input_arrays(shapes)
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _count(inputs: Any) -> int:
+    """Dataset items in one backend input: crops / images, or the persons (boxes) of an image graph's feed."""
+    from srpose.card import BOXES, IMAGES
+
+    if isinstance(inputs, Mapping):
+        return len(inputs[BOXES]) if BOXES in inputs else len(inputs[IMAGES])
+    return len(inputs)
+
+
+def _final_keypoint_distance(res: Any, ref: Any) -> dict[str, float | None]:
+    """Median and p99 distance (image pixels) of a model's final keypoints to PyTorch's, item by item."""
+    if res.keypoints is None or ref.keypoints is None or res.task != "top-down" or \
+            res.keypoints.shape != ref.keypoints.shape or not len(res.keypoints):
+        return dict(image_kpt_px_median=None, image_kpt_px_p99=None)
+    d = np.linalg.norm(res.keypoints[..., :2] - ref.keypoints[..., :2], axis=-1)
+    return dict(image_kpt_px_median=float(np.median(d)), image_kpt_px_p99=float(np.percentile(d, 99)))
 
 
 def _primary(metrics: Mapping[str, float]) -> str:
@@ -161,7 +185,7 @@ def run_parity(task: PoseTask, model: "nn.Module", models: Sequence[str | Path],
         if str(path).startswith(SERVER_SCHEMES):
             report.models.append(_compare_served(task, str(path), dataset, ref, ref_flip, opts, report.warnings))
             continue
-        report.models.append(_compare_one(task, model, path, dataset, ref.metrics, ref_flip, opts, report.warnings))
+        report.models.append(_compare_one(task, model, path, dataset, ref, ref_flip, opts, report.warnings))
     return report
 
 
@@ -193,13 +217,14 @@ def _compare_served(task: PoseTask, url: str, dataset: Any, ref: Any, ref_flip: 
                                                            if k in ref.metrics},
                 people=res.num_persons, output_error={k: None for k in ("max_abs", "rel_l2", "cosine", "ref_max_abs")},
                 error_items=len(dataset), mean_kpt_px=None, image_kpt_px=kpt, items_per_s=res.images_per_s,
-                backend_ms_per_item=res.backend_ms_per_person, notes=notes)
+                backend_ms_per_item=res.backend_ms_per_person, notes=notes, **_final_keypoint_distance(res, ref))
 
 
-def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: Any, ref_metrics: dict,
+def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: Any, ref: Any,
                  ref_flip: bool, opts: ParityOptions, warnings: list[str]) -> dict[str, Any]:
     from srpose.engines import open_backend
 
+    ref_metrics = ref.metrics
     backend = open_backend(path, device=opts.device, threads=opts.threads)
     name = Path(str(path)).name
     notes, model_flip = [], ref_flip
@@ -211,8 +236,10 @@ def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: 
     if backend.decoded and ref_flip and not backend.flip_in_graph:
         notes.append(f"{name} decodes in its graph without an in-graph flip: evaluated without flip")
         model_flip = False
-    probe = ParityProbe(backend, task, task.reference(model, flip=backend.flip_in_graph, decode=backend.decoded),
-                        max_items=opts.error_items, passes=2 if task.host_flip(backend, model_flip) else 1)
+    reference = task.reference_for(model, backend.card) if backend.card is not None else \
+        task.reference(model, flip=False, decode=False)
+    probe = ParityProbe(backend, task, reference, max_items=opts.error_items,
+                        passes=2 if task.host_flip(backend, model_flip) else 1)
     try:
         res = evaluate(task, probe, dataset, EvalOptions(flip=model_flip, batch_size=opts.batch_size,
                                                           workers=opts.workers, progress=opts.progress))
@@ -228,6 +255,7 @@ def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: 
         people=res.num_persons, output_error={k: err[k] for k in ("max_abs", "rel_l2", "cosine", "ref_max_abs")},
         error_items=probe.compared,
         mean_kpt_px=probe.kpt.result()["mean_kpt_px"] if probe.kpt.count else None,
+        image_input=backend.image_input, **_final_keypoint_distance(res, ref),
         items_per_s=probe.items / (probe.backend_ms / 1e3) if probe.backend_ms else None,
         backend_ms_per_item=probe.backend_ms / probe.items if probe.items else None, notes=notes)
 

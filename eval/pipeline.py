@@ -1,8 +1,10 @@
 """Checkpoint to report in one call, for any task: ``PipelineOptions -> run_pipeline(...) -> PipelineReport``.
 
-Export every precision the task supports (plus the in-graph decode graph), build TensorRT engines where TensorRT
-and a GPU exist (otherwise say so and run the same graphs in ONNX Runtime), compare every model with the PyTorch
-reference, bench them, and write one Markdown report with tables and PNG plots plus ``summary.json``.
+Export every precision the task supports, and for top-down models the image-to-keypoints graph of each (crop,
+flip test and decoding inside; bottom-up: the in-graph decode graph), build TensorRT engines where TensorRT and a
+GPU exist (top-down: of the image-to-keypoints graphs, the fast ones on a GPU; otherwise say so and run the same
+graphs in ONNX Runtime), compare every model with the PyTorch reference, bench them, and write one Markdown report
+with tables and PNG plots plus ``summary.json``.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ class PipelineOptions:
     """Evaluation data (``ann`` / ``images``: GT boxes top-down, whole images bottom-up) and calibration data
     (default: the evaluation data); ``precisions`` (None: every one the task exports); ``error_items``: outputs
     compared with PyTorch on the first N items (AP covers all); ``out``: the report folder (default
-    ``pipeline/<name>``)."""
+    ``pipeline/<name>``); ``image_input``: also export the image-to-keypoints graph of each precision (top-down)
+    and build the engines from those; ``decode``: the in-graph decode graph (bottom-up, or top-down without
+    ``image_input``, whose image graphs decode inside)."""
 
     ann: str
     images: str
@@ -35,6 +39,7 @@ class PipelineOptions:
     error_items: int = 512
     precisions: Sequence[str] | None = None
     decode: bool = True
+    image_input: bool = True
     bench_batches: Sequence[int] = (1, 8)
     bench_s: float = 1.5
     threads: int | None = None
@@ -102,8 +107,9 @@ def run_pipeline(config: Any, checkpoint: str | Path, options: PipelineOptions, 
     cfg_path = out / f"{task.cfg.name}.json"  # the exact config next to the outputs: every step can rebuild it
     atomic_write_json(cfg_path, task.cfg.to_dict())
     with timer.phase("export"):
-        files = _export(task, checkpoint, options, out)
-    engines, reason = _build_engines(files, out, timer)
+        files, image_files = _export(task, checkpoint, options, out)
+    engines, reason = _build_engines(image_files or files, out, timer)
+    files = files + image_files
     say("parity against PyTorch")
     with timer.phase("parity"):
         parity, model = _parity(task, checkpoint, options, [*files, *engines], out)
@@ -117,7 +123,8 @@ def run_pipeline(config: Any, checkpoint: str | Path, options: PipelineOptions, 
     return report
 
 
-def _export(task: PoseTask, checkpoint: str | Path, opts: PipelineOptions, out: Path) -> list[Path]:
+def _export(task: PoseTask, checkpoint: str | Path, opts: PipelineOptions, out: Path) -> tuple[list[Path], list[Path]]:
+    """(crop graphs, plus the decode graph; image-to-keypoints graphs, top-down)."""
     from srpose.export import ExportOptions, Int8Options, export_model
 
     precisions = list(opts.precisions or task.precisions)
@@ -129,14 +136,21 @@ def _export(task: PoseTask, checkpoint: str | Path, opts: PipelineOptions, out: 
     export_model(task, ExportOptions(out_dir=onnx_dir, precisions=precisions, batch=batch, int8=int8),
                  checkpoint=str(checkpoint))
     files = [onnx_dir / f"{task.cfg.name}.{p}.onnx" for p in precisions]
-    if opts.decode:
+    images: list[Path] = []
+    if opts.image_input and task.kind == "top-down":
+        name = f"{task.cfg.name}-image"
+        say(f"export the image-to-keypoints graphs {name}.*.onnx (crop, flip test and decoding inside)")
+        export_model(task, ExportOptions(out_dir=onnx_dir, name=name, precisions=precisions, int8=int8,
+                                         image_input=True), checkpoint=str(checkpoint))
+        images = [onnx_dir / f"{name}.{p}.onnx" for p in precisions]
+    elif opts.decode:
         # the flip test goes into the decode graph when the reference flips, so both are scored alike
         flip = bool(task.cfg.test_cfg.get("flip_test", True))
         name = f"{task.cfg.name}-decode"
         export_model(task, ExportOptions(out_dir=onnx_dir, name=name, batch=batch, decode=True, flip=flip),
                      checkpoint=str(checkpoint))
         files.append(onnx_dir / f"{name}.fp32.onnx")
-    return files
+    return files, images
 
 
 def _build_engines(files: Sequence[Path], out: Path, timer: PhaseTimer) -> tuple[list[Path], str | None]:

@@ -24,19 +24,26 @@ def parity_markdown(report: "ParityReport") -> str:
     ar = "AR" if "AR" in report.reference["metrics"] else None
     lines = [f"### Parity: {report.model} ({report.dataset}, {report.task}, {report.items} {report.unit}s, "
              f"flip {'on' if report.flip else 'off'})", ""]
+    kpt = report.task == "top-down"  # final keypoints vs PyTorch's, image pixels
     head = (f"| model | precision | {key} | Δ{key} |" + (f" {ar} | Δ{ar} |" if ar else "") +
-            f" people | max abs | rel L2 | cosine | kpt err (px) | {report.unit}s/s |")
+            " people | max abs | rel L2 | cosine | kpt err (px) |" +
+            (" Δkpt median / p99 (image px) |" if kpt else "") + f" {report.unit}s/s |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     r = report.reference
     lines.append(f"| PyTorch | fp32 | {r['metrics'][key]:.4f} | - |" + (f" {r['metrics'][ar]:.4f} | - |" if ar else "")
-                 + f" {r['people']} | - | - | - | - | {_fmt(r.get('items_per_s'), '.1f')} |")
+                 + f" {r['people']} | - | - | - | - |" + (" - |" if kpt else "") +
+                 f" {_fmt(r.get('items_per_s'), '.1f')} |")
     for m in report.models:
         e = m["output_error"]
         lines.append(f"| {m['name']} | {m['precision']} | {m['metrics'][key]:.4f} | {m['delta'][key]:+.4f} |" +
                      (f" {m['metrics'][ar]:.4f} | {m['delta'][ar]:+.4f} |" if ar else "") +
                      f" {m['people']} | {_fmt(e['max_abs'], '.3g')} | {_fmt(e['rel_l2'], '.3g')} | "
-                     f"{_fmt(e['cosine'], '.6f')} | {_fmt(m['mean_kpt_px'], '.3f')} | "
-                     f"{_fmt(m.get('items_per_s'), '.1f')} |")
+                     f"{_fmt(e['cosine'], '.6f')} | {_fmt(m['mean_kpt_px'], '.3f')} |" +
+                     (f" {_fmt(m.get('image_kpt_px_median'), '.3f')} / {_fmt(m.get('image_kpt_px_p99'), '.3f')} |"
+                      if kpt else "") + f" {_fmt(m.get('items_per_s'), '.1f')} |")
+    if any(m.get("image_input") for m in report.models):
+        lines.append("\n> image-to-keypoints graphs (`--image-input`): output and kpt errors against the same graph in "
+                     "PyTorch, in image pixels; Δkpt against PyTorch with the host pipeline (OpenCV crops)")
     compared = {m["error_items"] for m in report.models}
     if compared and max(compared) < report.items:
         lines.append(f"\n> output error and keypoint error over the first {max(compared)} {report.unit}s; "

@@ -60,10 +60,17 @@ class Int8Options:
 
 @dataclass
 class ExportOptions:
-    """What to export: ``precisions`` of the graphs, the batch profile (None: the task's default, 1,8,32 top-down,
-    1,1,4 bottom-up), the in-graph ``flip`` (None: the task's default) and ``decode``, the opset, a smaller
-    ``input_size`` (top-down, W x H) or the ``shape_profile`` of dynamic inputs (bottom-up), and the base ``name``
-    of the files (default: the config's)."""
+    """What to export: ``precisions`` of the graphs, the batch profile (None: the task's default, 1,32,64
+    top-down, 1,1,4 bottom-up), the in-graph ``flip`` (None: the task's default) and ``decode``, the opset, a
+    smaller ``input_size`` (top-down, W x H) or the ``shape_profile`` of dynamic inputs (bottom-up), and the base
+    ``name`` of the files (default: the config's).
+
+    ``image_input``: image-to-keypoints graphs (:mod:`srpose.export.image_graph`): uint8 images (+ person boxes,
+    top-down) in; top-down: keypoints in image pixels and person scores out, with the crop, normalisation, flip test
+    (``flip`` None: the config's ``test_cfg.flip_test``) and decoding inside. ``batch`` is then the persons per
+    call (default 1,32,128), ``image_batch`` the images per call (default 1,8,16), ``shape_profile`` the image
+    sizes (top-down default 32x32,640x480,2048x2048), ``pixel_format`` the channel order (``bgr``: as OpenCV
+    decodes)."""
 
     out_dir: str | Path
     precisions: Sequence[str] = ("fp32",)
@@ -77,6 +84,16 @@ class ExportOptions:
     simplify: bool = True
     fp16: Fp16Options = field(default_factory=Fp16Options)
     int8: Int8Options = field(default_factory=Int8Options)
+    image_input: bool = False
+    image_batch: Sequence[int] | None = None
+    pixel_format: str = "bgr"
+
+    def image_graph_options(self) -> Any:
+        """The :class:`~srpose.export.image_graph.ImageGraphOptions` of these options."""
+        from srpose.export.image_graph import ImageGraphOptions
+
+        return ImageGraphOptions(flip=self.flip, persons=self.batch, image_batch=self.image_batch,
+                                 shape_profile=self.shape_profile, pixel_format=self.pixel_format)
 
 
 @dataclass
@@ -98,6 +115,8 @@ class ExportReport:
     decode: bool
     opset: int
     output: str
+    image_input: bool
+    image_batch: dict[str, int] | None
     parity_reference: str
     parity_inputs: dict[str, int]
     files: list[dict[str, Any]]
@@ -148,6 +167,10 @@ def _check_options(task: PoseTask, opts: ExportOptions, checkpoint: str | None) 
     if (i8.calib_ann is None) != (i8.calib_images is None):
         raise ValueError("give both --calib-ann and --calib-images (calibration crops need the annotations and "
                          "the images)")
+    if opts.image_input:
+        _check_image_options(task, opts)
+    elif opts.image_batch is not None:
+        raise ValueError("--image-batch applies to image-input graphs: add --image-input")
     if task.kind == "bottom-up":
         if opts.input_size is not None:
             raise ValueError("--input-size does not apply to bottom-up models (any size runs): bound the TensorRT "
@@ -157,8 +180,9 @@ def _check_options(task: PoseTask, opts: ExportOptions, checkpoint: str | None) 
                              "--calib-ann / --calib-images")
         if opts.shape_profile is not None:
             parse_shape_profile(opts.shape_profile)
-    elif opts.shape_profile is not None:
-        raise ValueError(f"--shape-profile applies to bottom-up models only; {task.cfg.name} is top-down")
+    elif opts.shape_profile is not None and not opts.image_input:
+        raise ValueError(f"--shape-profile applies to bottom-up models and to image-input graphs; {task.cfg.name} is "
+                         "top-down: add --image-input to bound its image sizes")
     if "int8" in precisions and i8.calib_ann is None:
         raise ValueError("--precision int8 needs calibration data: pass --calib-ann ANN --calib-images DIR")
     if i8.calib_images is not None:
@@ -167,8 +191,31 @@ def _check_options(task: PoseTask, opts: ExportOptions, checkpoint: str | None) 
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     if i8.calib_num < 1 or i8.calib_batch < 1 or i8.parity_crops < 0:
         raise ValueError("--calib-num and --calib-batch must be >= 1, --parity-crops >= 0")
-    task.export_flip(opts.flip, opts.decode)
+    if not (opts.image_input and task.kind == "top-down"):
+        task.export_flip(opts.flip, opts.decode)
     return precisions, name
+
+
+def _check_image_options(task: PoseTask, opts: ExportOptions) -> None:
+    from srpose.export.image_graph import MIN_OPSET
+    from srpose.export.onnx_export import check_batch
+
+    if int(opts.opset) < MIN_OPSET:
+        raise ValueError(f"--image-input needs --opset {MIN_OPSET} or newer (GridSample), got {opts.opset}")
+    if opts.pixel_format not in ("bgr", "rgb"):
+        raise ValueError(f"--pixel-format {opts.pixel_format!r}: expected bgr or rgb")
+    if task.kind == "top-down":
+        if opts.decode:
+            raise ValueError("--image-input graphs always decode (keypoints in image pixels come out): drop --decode")
+        if opts.shape_profile is not None:
+            from srpose.tasks import parse_shape_profile
+
+            parse_shape_profile(opts.shape_profile, multiple=1)
+        if opts.image_batch is not None:
+            check_batch(opts.image_batch)
+    elif opts.image_batch is not None:
+        raise ValueError("--image-batch applies to top-down image graphs; bottom-up ones take one image a call "
+                         "(--batch)")
 
 
 def export_model(config: Any, options: ExportOptions, *, checkpoint: str | None = None,
@@ -184,7 +231,8 @@ def export_model(config: Any, options: ExportOptions, *, checkpoint: str | None 
     task = as_task(config)
     if options.input_size is not None and task.kind == "top-down":
         task = as_task(task.cfg.with_input_size(*options.input_size))
-    batch = check_batch(task.default_batch if options.batch is None else options.batch)
+    image_top_down = options.image_input and task.kind == "top-down"
+    batch = check_batch(task.default_batch if options.batch is None or image_top_down else options.batch)
     precisions, name = _check_options(task, options, checkpoint)
     sha = None
     if model is None:
@@ -223,25 +271,56 @@ def _build(task: PoseTask, model: "nn.Module", opts: ExportOptions, name: str, b
            checkpoint: str | None) -> ExportReport:
     from srpose.export.onnx_export import export_onnx, read_card_of
 
-    fp32 = staging / f"{name}.fp32.onnx"
-    export_onnx(model, task, fp32, batch=batch, shape_profile=opts.shape_profile, flip=opts.flip,
-                decode=opts.decode, opset=opts.opset, simplify=opts.simplify,
-                metadata=dict(checkpoint_sha256=sha))
-    card = read_card_of(fp32)
-    paths, details = _convert(fp32, staging, name, precisions, opts, calib)
-    reference = task.reference(model, flip=card.flip, decode=card.decode)
+    image = opts.image_input
+    wrap = image and task.kind == "top-down"  # the network is the raw crop graph; flip and decode go around it
+    net_dir = staging / "network" if image else staging
+    net_dir.mkdir(exist_ok=True)
+    fp32 = net_dir / f"{name}.fp32.onnx"
+    export_onnx(model, task, fp32, batch=batch, shape_profile=None if wrap else opts.shape_profile,
+                flip=False if wrap else opts.flip, decode=False if wrap else opts.decode, opset=opts.opset,
+                simplify=opts.simplify, metadata=dict(checkpoint_sha256=sha))
+    paths, details = _convert(fp32, net_dir, name, precisions, opts, calib)
+    networks = dict(paths)
+    if image:
+        from srpose.export.image_graph import write_image_graph
+
+        paths = {p: write_image_graph(path, staging / f"{name}.{p}.onnx", opts.image_graph_options())
+                 for p, path in paths.items()}
+    card = read_card_of(paths[precisions[0]])
+    reference = task.reference_for(model, card)
     groups = task.parity_inputs(card)
     if real is not None:
-        groups["real"] = list(real)
-    files = [_file_entry(task, paths[p], p, reference, groups, details.get(p)) for p in precisions]
+        groups["real"] = _real_image_feeds(task, card, real) if card.image_input and wrap else list(real)
+    files = [_file_entry(task, paths[p], p, reference, groups, details.get(p), networks[p]) for p in precisions]
     profile = None if card.hw_profile is None else [[w, h] for h, w in card.hw_profile]
     return ExportReport(
         model=task.cfg.name, name=name, task=task.kind, config_source=task.cfg.source, checkpoint=checkpoint,
         checkpoint_sha256=sha, input_size=list(card.input_size), heatmap_size=list(card.heatmap_size),
-        batch=dict(zip(("min", "opt", "max"), batch)), shape_profile=profile, flip=card.flip, decode=card.decode,
-        opset=int(opts.opset), output=card.output_kind,
+        batch=dict(zip(("min", "opt", "max"), card.batch)), shape_profile=profile, flip=card.flip,
+        decode=card.decode, opset=int(opts.opset), output=card.output_kind, image_input=card.image_input,
+        image_batch=None if card.image_batch is None else dict(zip(("min", "opt", "max"), card.image_batch)),
         parity_reference="PyTorch eager (same flip/decode) vs ONNX Runtime CPU (FP16: float16 rounding emulated)",
-        parity_inputs={g: sum(len(b) for b in items) for g, items in groups.items()}, files=files)
+        parity_inputs={g: sum(_items(b) for b in items) for g, items in groups.items()}, files=files)
+
+
+def _items(batch: Any) -> int:
+    """Persons (image graphs: boxes) or crops of one parity input."""
+    from srpose.card import BOXES, IMAGES
+
+    if isinstance(batch, dict):
+        return len(batch[BOXES]) if BOXES in batch else len(batch[IMAGES])
+    return len(batch)
+
+
+def _real_image_feeds(task: PoseTask, card: Any, reader: Any) -> list[dict[str, Any]]:
+    """The calibration reader's persons as image-graph inputs: their images, decoded once, and GT boxes."""
+    from srpose.engines.base import empty_inputs
+    from srpose.tasks._image_batches import feed_shapes, fill_feed
+
+    feeds = []
+    for batch in task.image_batches(reader.dataset, card, batch_size=reader.batch_size, indices=reader.indices):
+        feeds.append(fill_feed(batch, empty_inputs(feed_shapes(batch, tuple(card.hw_profile[2])))))
+    return feeds
 
 
 def _convert(fp32: Path, staging: Path, name: str, precisions: Sequence[str], opts: ExportOptions,
@@ -268,14 +347,16 @@ def _convert(fp32: Path, staging: Path, name: str, precisions: Sequence[str], op
 
 
 def _file_entry(task: PoseTask, path: Path, precision: str, reference: Callable, groups: dict,
-                detail: Any) -> dict[str, Any]:
+                detail: Any, network: Path) -> dict[str, Any]:
+    """The report entry of a written file; ``network``: its network (the file itself, or the crop graph an image
+    graph wraps: the bytes moved are the network's, per person crop)."""
     from srpose._io import sha256_file
     from srpose.export.traffic import export_traffic
 
     entry: dict[str, Any] = dict(precision=precision, file=path.name, bytes=path.stat().st_size,
                                  sha256=sha256_file(path), **_io_shapes(path))
     entry["parity"] = parity_report(path, reference, groups, task)
-    entry["traffic"] = export_traffic(path)  # activation bytes written per person, by type (#22)
+    entry["traffic"] = export_traffic(network)  # activation bytes written per person, by type (#22)
     if detail is not None:
         entry[precision] = detail
     return entry
@@ -288,6 +369,8 @@ def parity_report(onnx_path: str | Path, reference: Callable[[np.ndarray], dict]
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
     from srpose.export.compare import ErrorAccumulator
 
+    from srpose.card import KEYPOINTS
+
     out: dict[str, dict[str, Any]] = {}
     backend = OnnxRuntimeBackend(onnx_path)
     decoded_kpts = backend.decoded and task.kind == "top-down"
@@ -299,8 +382,8 @@ def parity_report(onnx_path: str | Path, reference: Callable[[np.ndarray], dict]
                 for name, r in ref.items():
                     if got[name].shape != r.shape:
                         raise RuntimeError(f"{onnx_path}: output {name!r} has shape {got[name].shape} in ONNX "
-                                           f"Runtime but {r.shape} in PyTorch for input {tuple(x.shape)}")
-                    acc = accs.setdefault(name, ErrorAccumulator(keypoints=decoded_kpts))
+                                           f"Runtime but {r.shape} in PyTorch for {_items(x)} inputs")
+                    acc = accs.setdefault(name, ErrorAccumulator(keypoints=decoded_kpts and name == KEYPOINTS))
                     acc.add(task.compare_view(name, r), task.compare_view(name, got[name]))
             if accs:
                 out[group] = {name: acc.result() for name, acc in accs.items()}

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Run ``srpose demo`` as a user would and publish what it measured: time, trained AP, AP per precision.
 
-The demo (generate people, train the demo preset, export FP32 / FP16 / INT8 and the decode graph, parity against
-PyTorch on the generated validation set, bench) runs in a fresh process and is timed as a whole; its
+The demo (generate people, train the demo preset, export FP32 / FP16 / INT8 and the image-to-keypoints graph of
+each, parity against PyTorch on the generated validation set, bench) runs in a fresh process and is timed as a whole; its
 ``summary.json`` and ``parity.json`` then give the ``## Demo: training and AP per precision (CPU)`` section of
 ``docs/benchmarks.md``: phase times, AP per epoch, the parity table with AP deltas in points, and the targets
-(trained AP >= 0.7, FP16 loses <= 0.1 AP, INT8 <= 1.0 AP, whole demo < 10 minutes on 2 cores).
+(trained AP >= 0.7, FP16 loses <= 0.1 AP, INT8 <= 1.0 AP, each image-to-keypoints graph within 0.1 AP of the host
+pipeline of its precision, whole demo < 10 minutes on 2 cores).
 
 ``--from DIR`` publishes an existing demo output instead of running one (its timing is the demo's own).
 """
@@ -66,19 +67,23 @@ def section(demo_dir: Path, wall_s: float | None, meta: dict[str, Any]) -> str:
              "publishes its `summary.json` and `parity.json`. The validation set is generated too "
              f"({parity['items']} {parity['unit']}s, GT boxes, flip test {'on' if parity['flip'] else 'off'}); every "
              "exported graph runs in ONNX Runtime on the CPU, exactly as `srpose build` would hand it to TensorRT. "
-             "ΔAP is in AP points (1.0 = 0.01 AP), against the PyTorch FP32 model on the same crops.", "",
+             "ΔAP is in AP points (1.0 = 0.01 AP), against the PyTorch FP32 model on the same crops. `*-image.*` are "
+             "the image-to-keypoints graphs (`--image-input`: crop, flip test and decoding in the graph); Δkpt is "
+             "the distance of each model's keypoints to PyTorch's with the host pipeline, in image pixels.", "",
              f"Measured {meta['date']}, Python {meta['python']}, torch {meta['torch']}, "
              f"os.cpu_count() {meta['cpus']}, {meta['machine']}, load average after the run {meta['load']}.", ""]
     aps = _epoch_aps(demo_dir / "train" / "train_log.jsonl")
     if aps:
         lines += [f"Validation AP after each epoch: {', '.join(f'{a:.3f}' for a in aps)}.", ""]
-    lines += [f"| model | precision | AP | ΔAP (points) | AR | kpt err (px) | {parity['unit']}s/s (CPU) |",
-              "|---|---|---:|---:|---:|---:|---:|",
-              f"| PyTorch | fp32 | {ref:.4f} | - | {parity['reference']['metrics'].get('AR', float('nan')):.4f} | - | "
+    lines += [f"| model | precision | AP | ΔAP (points) | AR | kpt err (px) | Δkpt median / p99 (image px) | "
+              f"{parity['unit']}s/s (CPU) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|",
+              f"| PyTorch | fp32 | {ref:.4f} | - | {parity['reference']['metrics'].get('AR', float('nan')):.4f} | - | - | "
               f"{_num(parity['reference'].get('items_per_s'), '.0f')} |"]
     for m in parity["models"]:
         lines.append(f"| {m['name']} | {m['precision']} | {m['metrics'][key]:.4f} | {100 * m['delta'][key]:+.2f} | "
                      f"{m['metrics'].get('AR', float('nan')):.4f} | {_num(m['mean_kpt_px'], '.3f')} | "
+                     f"{_num(m.get('image_kpt_px_median'), '.3f')} / {_num(m.get('image_kpt_px_p99'), '.2f')} | "
                      f"{_num(m.get('items_per_s'), '.0f')} |")
     lines += ["", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in summary["seconds"].items() if k != "total"]

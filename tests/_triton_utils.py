@@ -93,15 +93,26 @@ def tiny_graph(dst: Path, dataset: str, seed: int = 0) -> Path:
     return dst
 
 
-def fake_engine(onnx: Path, dst: Path, tensorrt_version: str = "10.5.0.18") -> Path:
-    """A stand-in TensorRT engine file at ``dst`` with a real sidecar: the card of the exported ``onnx``, the I/O an
-    engine of it has, and the TensorRT version that "built" it."""
+def fake_engine(onnx_path: Path, dst: Path, tensorrt_version: str = "10.5.0.18") -> Path:
+    """A stand-in TensorRT engine file at ``dst`` with a real sidecar: the card of the exported ``onnx_path``, the
+    I/O an engine of it has (the graph's inputs and outputs, dynamic dims -1), and the TensorRT version that "built"
+    it."""
+    import onnx
+
     from srpose.card import read_card, write_sidecar
 
-    card = read_card(onnx)
+    card = read_card(onnx_path)
     dst.write_bytes(b"plan")
-    k, (w, h) = card.num_joints, card.heatmap_size
-    io = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 3, *card.input_size[::-1]]}],
-          "outputs": [{"name": card.output_names[0], "dtype": "float32", "shape": [-1, k, h, w]}]}
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    np_type = {1: "float32", 10: "float16", 2: "uint8", 6: "int32", 7: "int64"}
+
+    def tensor(v):
+        tt = v.type.tensor_type
+        return {"name": v.name, "dtype": np_type[tt.elem_type],
+                "shape": [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]}
+
+    io = {"inputs": [tensor(v) for v in graph.input if v.name not in inits],
+          "outputs": [tensor(v) for v in graph.output]}
     write_sidecar(dst, card.replace(engine={"tensorrt_version": tensorrt_version, **io}))
     return dst

@@ -49,6 +49,12 @@ def test_demo_targets_bounds(form: str) -> None:
     assert [t.met for t in ok] == [True, True, True, True]  # fp32 has no bound: AP, fp16, int8, time
     assert [t.name.split()[0] for t in ok[:3]] == ["trained", "m.fp16.onnx", "m.int8.onnx"]
     bad = demo_targets(0.69, _report(form, fp16=0.0011, int8=0.0101), seconds=601)
+    image = dict(name="m-image.fp16.onnx", precision="fp16", image_input=True, delta={"AP": 0.0},
+                 metrics={"AP": 0.7015})
+    crop = dict(name="m.fp16.onnx", precision="fp16", delta={"AP": 0.0}, metrics={"AP": 0.7})
+    close = demo_targets(0.8, dict(primary_metric="AP", models=[crop, image]))
+    assert [t.met for t in close] == [True, True, True, False] and "vs the host pipeline" in close[-1].name
+    assert demo_targets(0.8, dict(primary_metric="AP", models=[crop, {**image, "metrics": {"AP": 0.7009}}]))[-1].met
     assert [t.met for t in bad] == [False, False, False, False]
     assert not demo_targets(None, _report(form))[0].met and len(demo_targets(0.8, _report(form))) == 1
     table = targets_markdown(bad)
@@ -77,24 +83,30 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.Monkey
                    "--threads", "1"])
     assert rc == 0
     report = (out / "report.md").read_text()
-    for part in ("## Targets", "## Training", "## Parity with PyTorch", "int8", "-decode.fp32.onnx", "## TensorRT",
+    for part in ("## Targets", "## Training", "## Parity with PyTorch", "int8", "-image.fp32.onnx", "## TensorRT",
                  "## Time", "| train (with validation) |"):
         assert part in report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing written beside it
     summary = json.loads((out / "summary.json").read_text())
-    assert [t["name"].split()[0] for t in summary["targets"]] == ["trained", summary["model"] + ".int8.onnx", "wall"]
+    image = summary["model"] + "-image"
+    assert [t["name"].split()[0] for t in summary["targets"]] == [
+        "trained", summary["model"] + ".int8.onnx", image + ".int8.onnx",  # AP loss vs PyTorch
+        image + ".fp32.onnx", image + ".int8.onnx", "wall"]  # image graphs vs the host pipeline
+    assert "vs the host pipeline" in summary["targets"][3]["name"]
     assert summary["seconds"]["total"] >= summary["seconds"]["export"] > 0
     for png in ("parity.png", "bench.png", "keypoints.png", "loss.png"):
         assert (out / png).stat().st_size > 1000, png
     parity = json.loads((out / "parity.json").read_text())
-    assert len(parity["models"]) == 3  # fp32, int8, decode graph
+    assert len(parity["models"]) == 4  # fp32, int8; their image-to-keypoints graphs
+    img = next(m for m in parity["models"] if m["name"].endswith("-image.fp32.onnx"))
+    assert img["image_input"] and img["output_kind"] == "people" and img["image_kpt_px_median"] is not None
     fp32 = next(m for m in parity["models"] if m["name"].endswith(".fp32.onnx") and "decode" not in m["name"])
     assert fp32["output_error"]["max_abs"] <= 1e-4 * max(1e-6, fp32["output_error"]["ref_max_abs"]) + 1e-6
     # scripts/bench_demo.py publishes exactly these files: its reader must follow their schema
     text = _bench_demo().section(out, 12.0, dict(date="d", python="p", torch="t", cpus=2, machine="m", load="l"))
     assert f"({parity['items']} persons, GT boxes, flip test on)" in text
     rows = [r for r in text.splitlines() if r.startswith(f"| {summary['model']}") and ".onnx |" in r]
-    assert len(rows) == 3 and all(r.count("|") == 8 and "nan" not in r for r in rows), rows
+    assert len(rows) == 4 and all(r.count("|") == 9 and "nan" not in r for r in rows), rows
     assert "| whole demo process (2 CPU cores) | 12 s | < 600 s | yes |" in text
 
 
@@ -129,7 +141,7 @@ def test_demo_on_real_coco_format_data(tmp_path: Path, coco_sample: dict, capsys
     assert rc == 0
     assert not (out / "data").exists()  # nothing generated: the given images are used
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ann"] == str(coco_sample["ann"]) and len(summary["files"]) == 1
+    assert summary["ann"] == str(coco_sample["ann"]) and len(summary["files"]) == 2  # the fp32 crop and image graphs
     assert "## Training" in (out / "report.md").read_text()
 
 

@@ -86,3 +86,22 @@ def test_legacy_int8_needs_calibration_and_is_refused_on_11(tmp_path, fake, monk
     with pytest.raises(RuntimeError, match="srpose export --precision int8"):
         cli_build.run(args)
     assert called == []  # refused before reading calibration images
+
+
+def test_build_wraps_top_down_crop_graphs_into_image_graphs(tmp_path, fake, capsys):
+    """#20: srpose build makes the image-to-keypoints engine of a top-down crop graph unless --crop-input."""
+    from _export_utils import cached_export
+
+    src, _, _ = cached_export("hrnet", "srpose")
+    out = tmp_path / "m.engine"
+    assert cli_build.run(_parser().parse_args([str(src), "--out", str(out), "--batch", "1,8,16"])) == 0
+    text = capsys.readouterr().out
+    assert "image-to-keypoints graph" in text and "persons 1..16 (opt 8)" in text
+    card = read_card(out)
+    assert card.image_input and card.flip and [i["name"] for i in card.engine["inputs"]] == ["images", "boxes",
+                                                                                             "box_image"]
+    assert sorted(card.engine["profile"]["inputs"]) == ["box_image", "boxes", "images"]
+    assert card.engine["onnx"]["path"] == str(tmp_path / "m.image.onnx") and (tmp_path / "m.image.onnx").is_file()
+    crop = tmp_path / "c.engine"
+    assert cli_build.run(_parser().parse_args([str(src), "--out", str(crop), "--crop-input"])) == 0
+    assert not read_card(crop).image_input and not (tmp_path / "c.image.onnx").exists()

@@ -38,7 +38,8 @@ def _config(repo: Path, model: str) -> str:
 
 
 def test_top_down_repository_layout_and_configs(td_onnx: Path, tmp_path: Path) -> None:
-    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime",
+                                                      crop_input=True))
     repo = Path(rep.repo)
     name = rep.ensemble
     assert rep.models == {"ensemble": name, "preprocess": f"{name}_preprocess", "network": f"{name}_network",
@@ -66,14 +67,16 @@ def test_top_down_repository_layout_and_configs(td_onnx: Path, tmp_path: Path) -
 
 def test_onnxruntime_runtime_and_name_clash(td_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    rep = write_repository(td_onnx, RepositoryOptions(out=repo, flip=False, max_queue_delay_us=500, instances=2))
+    rep = write_repository(td_onnx, RepositoryOptions(out=repo, flip=False, max_queue_delay_us=500, instances=2,
+                                                      crop_input=True))
     net = _config(repo, rep.models["network"])
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2" in net and "max_queue_delay_microseconds: 500" in net
+    assert "kind: KIND_AUTO" in net and 'name : "tensorrt"' in net  # a GPU where the server has one
     assert not (repo / rep.models["network"] / "1" / "model.py").exists()
     assert (rep.server_flip, rep.max_persons) == (False, 32)
     with pytest.raises(ValueError, match="--force"):
-        write_repository(td_onnx, RepositoryOptions(out=repo))
-    write_repository(td_onnx, RepositoryOptions(out=repo, force=True, name="other"))
+        write_repository(td_onnx, RepositoryOptions(out=repo, crop_input=True))
+    write_repository(td_onnx, RepositoryOptions(out=repo, force=True, name="other", crop_input=True))
     assert {m["ensemble"] for m in json.loads((repo / "srpose_models.json").read_text())["models"]} == \
         {rep.ensemble, "other"}
     with pytest.raises(ValueError, match="python-onnxruntime runs ONNX Runtime on the CPU"):
@@ -132,7 +135,7 @@ def test_serve_refuses_models_whose_backend_the_server_lacks(td_onnx: Path, tmp_
     ort = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "ort"))
     py = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "py", runtime="python-onnxruntime"))
     trt = write_repository(fake_engine(td_onnx, tmp_path / "m.engine"), RepositoryOptions(out=tmp_path / "trt"))
-    assert sorted(repository_backends([ort.repo]).values()) == ["onnxruntime", "python", "python"]
+    assert sorted(repository_backends([ort.repo]).values()) == ["onnxruntime", "python"]  # image graph: no post
     check_backends([py.repo], bundled)
     check_backends([ort.repo, trt.repo], ServerInstall(binary=tmp_path / "x", source="PATH", python={}))  # unknown
     with pytest.raises(RuntimeError) as err:
@@ -235,7 +238,8 @@ def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tm
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
     from srpose.tasks._rescore import rescore
 
-    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime",
+                                                      crop_input=True))
     fake = tmp_path / "fake"
     fake.mkdir()
     shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
@@ -263,6 +267,96 @@ def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tm
     np.testing.assert_array_equal(got["keypoints"][..., 2], score[..., 0])
     want = [rescore(k, b[4], 0.2) for k, b in zip(got["keypoints"], boxes)]
     np.testing.assert_allclose(got["scores"], want, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ image graphs
+def test_crop_graphs_are_served_as_image_graphs(td_onnx: Path, tmp_path: Path, capsys) -> None:
+    """#20: the network crops, flips and decodes; the ensemble has no post-processing model, the network takes one
+    image with its persons a request (no batching of ragged inputs), on a GPU where the server has one with Triton's
+    TensorRT accelerator and the card's profile."""
+    assert main(["triton", str(td_onnx), "--out", str(tmp_path / "repo")]) == 0
+    text = capsys.readouterr().out
+    assert "served as the image-to-keypoints graph" in text and "check the boxes" in text
+    rep = json.loads((tmp_path / "repo" / "srpose_models.json").read_text())["models"][0]
+    assert sorted(rep["models"]) == ["ensemble", "network", "preprocess"] and rep["image_input"]
+    assert rep["max_batch_size"] == 0 and rep["max_persons"] == 128 and rep["flip_in_graph"]
+    net = _config(tmp_path / "repo", rep["models"]["network"])
+    assert "max_batch_size: 0" in net and "dynamic_batching" not in net and "kind: KIND_AUTO" in net
+    assert '"images" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ]' in net
+    assert '"box_image" data_type: TYPE_INT32 dims: [ -1 ]' in net
+    assert 'key: "precision_mode" value: "FP32"' in net
+    assert 'key: "trt_profile_opt_shapes" value: "images:8x480x640x3,boxes:32x5,box_image:32"' in net
+    served = read_card(tmp_path / "repo" / rep["models"]["network"] / "1" / "model.onnx")
+    assert served.image_input and served.flip and served.pixel_format == "bgr"
+    ens = _config(tmp_path / "repo", rep["ensemble"])
+    assert "_postprocess" not in ens and 'output_map { key: "keypoints" value: "KEYPOINTS" }' in ens
+
+
+def test_accelerator_precision_follows_the_graph(tmp_path: Path) -> None:
+    from srpose.serve._models import tensorrt_accelerator
+    from srpose.serve.repository import plan_repository
+
+    fp16 = tmp_path / "m.fp16.onnx"
+    from srpose.export.fp16 import convert_fp16
+
+    convert_fp16(cached_export("hrnet", "sr", batch=(1, 8, 32))[0], fp16)
+    crop = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r", crop_input=True))
+    assert 'value: "FP16"' in tensorrt_accelerator(crop)
+    cpu = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r", crop_input=True, device="cpu"))
+    assert tensorrt_accelerator(cpu) is None  # CPU instances: no GPU accelerator
+    from srpose.export.image_graph import write_image_graph
+
+    image = plan_repository(write_image_graph(fp16, tmp_path / "i.fp16.onnx"), RepositoryOptions(out=tmp_path / "r"))
+    assert 'value: "FP32"' in tensorrt_accelerator(image)  # weak typing would put the crop geometry in FP16
+
+
+_RUN_IMAGE_MODELS = _RUN_MODELS.split("pre, net, post =")[0] + r"""
+pre, net = load("preprocess"), load("network")
+data = np.frombuffer(image.read_bytes(), np.uint8)
+a = run(pre, {"IMAGE": data, "BOXES": np.array(boxes, np.float64)})
+b = run(net, {k: a[k] for k in ("images", "boxes", "box_image")})
+cs = run(pre, {"IMAGE": data, "CENTER_SCALE": np.array([[300.0, 200.0, 1.0, 1.333, 0.5]])})
+errors = [run(pre, {"IMAGE": data, "BOXES": np.array([[10, 10, np.nan, 80, 1.0]])})["error"],
+          run(pre, {"IMAGE": data, "BOXES": np.array([[10, 10, 40, 80, np.nan]])})["error"],
+          run(pre, {"IMAGE": data, "BOXES": np.zeros((200, 5)) + [10, 10, 40, 80, 1]})["error"],
+          run(net, {"images": a["images"], "boxes": a["boxes"]})["error"]]
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+np.savez(sys.argv[6], images=a["images"], boxes=a["boxes"], keypoints=b["keypoints"], scores=b["scores"],
+         cs_boxes=cs["boxes"])
+print(json.dumps(errors))
+"""
+
+
+def test_image_graph_models_run_torch_free_and_equal_the_graph(td_onnx: Path, tmp_path: Path,
+                                                               coco_sample: dict) -> None:
+    """The image path's pre-processing only decodes and checks; its network (ONNX Runtime in the python backend)
+    gives the graph's own keypoints for the image; bad boxes (NaN, NaN score, too many) are refused by name."""
+    from srpose.data.transforms import center_scale_to_boxes
+    from srpose.engines.onnxruntime import OnnxRuntimeBackend
+
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
+    image = Path(coco_sample["images"]) / "000000196141.jpg"
+    boxes = [[120.5, 40.25, 150.0, 300.0, 0.9], [300.0, 60.0, 110.0, 260.0, 0.7]]
+    run = subprocess.run([sys.executable, "-c", _RUN_IMAGE_MODELS, str(fake), rep.repo, rep.ensemble, str(image),
+                          json.dumps(boxes), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    for err, want in zip(errors, ("must be finite", "must be finite", "send at most 128", "'box_image' is missing")):
+        assert want in err, errors
+    got = np.load(tmp_path / "out.npz")
+    import cv2
+
+    np.testing.assert_array_equal(got["images"], cv2.imread(str(image))[None])  # BGR, as the graph takes it
+    graph = Path(rep.repo) / rep.models["network"] / "1" / "model.onnx"
+    want = OnnxRuntimeBackend(graph).infer({"images": got["images"], "boxes": np.array(boxes, np.float32),
+                                            "box_image": np.zeros(2, np.int32)})
+    np.testing.assert_array_equal(got["keypoints"], want["keypoints"])
+    np.testing.assert_array_equal(got["scores"], want["scores"])
+    np.testing.assert_allclose(got["cs_boxes"][0, :4], center_scale_to_boxes(np.array([[300.0, 200.0]]),
+                                                                             np.array([[1.0, 1.333]]))[0], rtol=1e-6)
 
 
 def test_serving_modules_import_without_torch() -> None:

@@ -87,8 +87,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     cp = mean_pose_graph(cp_src, root / "crowdpose.onnx", cp_task,
                          cp_task.dataset(cp_dir / "test_crowdpose.json", cp_dir, gt_bbox=True), weight=0.02)
     repo = root / "repo"
-    for f in (td, bu, mpii, cp):
-        assert main(["triton", str(f), "--out", str(repo), "--runtime", "python-onnxruntime"]) == 0
+    for f in (td, bu, mpii, cp):  # crop graphs as they are: the python pre/post-processing path
+        assert main(["triton", str(f), "--out", str(repo), "--runtime", "python-onnxruntime", "--crop-input"]) == 0
+    from srpose.export.image_graph import write_image_graph
+
+    images = {}  # image-to-keypoints graphs: the network crops, flips and decodes
+    for key, f, task in (("td", td, td_task), ("mpii", mpii, mpii_task)):
+        images[key] = write_image_graph(f, root / f"{key}_image.onnx")
+        assert main(["triton", str(images[key]), "--out", str(repo), "--runtime", "python-onnxruntime", "--name",
+                     f"{task.cfg.name}_image"]) == 0
     log = root / "tritonserver.log"
     failed = request.session.testsfailed
     t0 = time.perf_counter()
@@ -97,7 +104,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     bu_task = task_of_backend(open_backend(bu))
     yield dict(http=http, grpc=grpc, repo=repo, log=log, td=td, bu=bu, td_task=td_task, bu_task=bu_task,
                td_name=td_task.cfg.name, bu_name=bu_task.cfg.name, coco=coco, python=python, start_s=start_s,
-               mpii=mpii, mpii_task=mpii_task, mpii_ds=mpii_ds, cp=cp, cp_task=cp_task, cp_dir=cp_dir)
+               mpii=mpii, mpii_task=mpii_task, mpii_ds=mpii_ds, cp=cp, cp_task=cp_task, cp_dir=cp_dir, images=images)
     code = _stop(proc, signal.SIGTERM)
     if request.session.testsfailed > failed:
         warnings.warn(f"a Triton server test failed: the server's log is kept at {log}", stacklevel=1)
@@ -138,6 +145,32 @@ def test_top_down_ap_through_the_server_equals_onnxruntime(served: dict[str, Any
                 got = evaluate(task, remote, ds, EvalOptions(progress=False, concurrency=4))
             np.testing.assert_array_equal(got.keypoints, want.keypoints, err_msg=f"{name} {url}")
             assert got.metrics == want.metrics and got.num_persons == want.num_persons == len(ds)
+
+
+@pytest.mark.parametrize("key", ["td", "mpii"])
+def test_image_graph_through_the_server_equals_its_evaluation(served: dict[str, Any], key: str) -> None:
+    """#20: the repository of an image-to-keypoints graph (the python models only decode and check; the network
+    crops, flips and decodes) gives `srpose eval --model` of the same graph: the same AP / PCKh and keypoints (the
+    evaluator pads images into batches, which moves the bilinear weights by float rounding only); COCO with GT boxes
+    and with 118 detections, MPII with CENTER_SCALE rows."""
+    from srpose.engines import open_backend
+    from srpose.eval.evaluator import EvalOptions, evaluate
+
+    s = served
+    task = s["td_task"] if key == "td" else s["mpii_task"]
+    sets = _datasets(s) if key == "td" else {"mpii": s["mpii_ds"]}
+    local = open_backend(s["images"][key])
+    for name, ds in sets.items():
+        want = evaluate(task, local, ds, EvalOptions(progress=False, workers=0))
+        with open_backend(f"{s['grpc']}/{task.cfg.name}_image") as remote:
+            assert remote.card.image_input and remote.flip_in_graph and sorted(remote.model_names()) == [
+                "ensemble", "network", "preprocess"]
+            got = evaluate(task, remote, ds, EvalOptions(progress=False, concurrency=4))
+        assert got.num_persons == want.num_persons == len(ds)
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3, err_msg=name)
+        assert got.metrics == pytest.approx(want.metrics, abs=1e-6), name
+        primary = "AP" if "AP" in want.metrics else "Mean"
+        assert want.metrics[primary] > 0, want.metrics
 
 
 def test_bottom_up_ap_through_the_server_equals_onnxruntime(served: dict[str, Any]) -> None:
@@ -329,7 +362,7 @@ def test_serve_stops_cleanly_on_sigint(served: dict[str, Any], tmp_path: Path) -
 
     repo = tmp_path / "repo"
     assert main(["triton", str(served["bu"]), "--out", str(repo), "--runtime", "python-onnxruntime"]) == 0
-    proc, http, grpc = _start_serve(repo, tmp_path / "log.txt", served["python"])
+    proc, http, grpc = _start_serve(repo, tmp_path / "log.txt", served["python"])  # (bottom-up: no wrapping)
     assert http.startswith("http://127.0.0.1:") and grpc.startswith("grpc://127.0.0.1:")
     with open_backend(http) as remote:  # the only srpose ensemble: found without a name
         assert remote.model == served["bu_name"]
@@ -346,7 +379,8 @@ def test_a_model_that_fails_to_load_is_named_and_the_log_kept(served: dict[str, 
 
     good, bad = tmp_path / "good", tmp_path / "bad"
     for repo in (good, bad):
-        assert main(["triton", str(served["mpii"]), "--out", str(repo), "--runtime", "python-onnxruntime"]) == 0
+        assert main(["triton", str(served["mpii"]), "--out", str(repo), "--runtime", "python-onnxruntime",
+                     "--crop-input"]) == 0
     name = served["mpii_task"].cfg.name
     with open(bad / f"{name}_network" / "1" / "model.py", "a") as f:
         f.write('\nraise RuntimeError("broken on purpose")\n')

@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    import warnings
+
+    # library warnings (e.g. the host flip test's cost per person) as one line each, like the errors below
+    warnings.formatwarning = lambda msg, cat, *_a, **_k: f"srpose {args.command}: warning: {msg}\n"
     try:
         return int(_entry(args.command, "run")(args) or 0)
     except BrokenPipeError:  # the reader left (`srpose list | head`): stop quietly, as Unix tools do

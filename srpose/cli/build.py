@@ -2,6 +2,9 @@
 
 The engine's sidecar ``X.engine.json`` is the ONNX file's card plus the engine facts. Before building, the graph is
 checked against TensorRT 10's ONNX parser support (``--skip-onnx-check`` turns that off, e.g. for plugin nodes).
+
+A top-down crop graph is wrapped into its image-to-keypoints graph first (``X.image.onnx`` beside the engine: crop,
+flip test and decoding run in the engine), unless ``--crop-input`` asks for an engine of the crop graph itself.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any, Iterable
 
 from ._args import batch_profile
 
-__all__ = ["add_arguments", "run", "options_from_args", "calibration_batches", "report"]
+__all__ = ["add_arguments", "run", "options_from_args", "calibration_batches", "report", "image_graph_source"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timing-cache", default=None, metavar="FILE",
                         help="persistent timing cache: read if present, this build's timings merged into it")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--crop-input", action="store_true",
+                        help="build a top-down crop graph as it is (default: wrap it into its image-to-keypoints "
+                             "graph first, written beside the engine as X.image.onnx, so crop, flip test and "
+                             "decoding run in the engine; legacy builds always take the graph as it is)")
     parser.add_argument("--skip-onnx-check", action="store_true",
                         help="do not check the graph against TensorRT 10's ONNX operator support first")
     parser.add_argument("--verbose", action="store_true", help="verbose TensorRT log")
@@ -78,16 +85,45 @@ def calibration_batches(args: argparse.Namespace, options: Any) -> Iterable[Any]
     return CalibrationReader(args.calib_ann, args.calib_images, PoseConfig.from_dict(config), num=args.calib_num)
 
 
+def image_graph_source(args: argparse.Namespace, legacy: str | None) -> str:
+    """The ONNX file to build: a top-down crop graph wrapped into its image-to-keypoints graph (written beside the
+    engine as ``X.image.onnx``) unless ``--crop-input``, a legacy build, or the file is not such a graph."""
+    from srpose.card import CardError, read_card
+
+    if args.crop_input or legacy is not None:
+        return args.onnx
+    try:
+        card = read_card(args.onnx)
+    except (CardError, FileNotFoundError):
+        return args.onnx  # build_engine names the problem (or derives a card)
+    if card.task != "top-down" or card.image_input or not card.config:  # no config: nothing to crop with
+        return args.onnx
+    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
+
+    out = Path(args.out)
+    image = out.with_name(out.stem + ".image.onnx")
+    flip = True if card.flip else (False if card.decode else None)  # keep what a decoding graph computes
+    write_image_graph(args.onnx, image, ImageGraphOptions(flip=flip))
+    print(f"wrapped {args.onnx} into its image-to-keypoints graph {image} (crop, flip test and decoding in the "
+          "engine; --crop-input builds the crop graph as it is)")
+    return str(image)
+
+
 def report(card: Any, out: str) -> str:
     """One line: file, size, precision, TensorRT, GPU, build time, profile."""
     eng = card.engine
     prof, gpu = eng["profile"], eng.get("gpu") or {}
+    head = (f"wrote {out} ({eng['engine']['bytes'] / 2**20:.1f} MiB, {card.precision}, TensorRT "
+            f"{eng['tensorrt_version']}, {gpu.get('name', 'unknown GPU')} sm {gpu.get('compute_capability', '?')}) "
+            f"in {eng['build']['seconds']:.1f} s; ")
+    if card.image_input and card.task == "top-down":
+        p, i = card.batch, card.image_batch
+        (h0, w0), _, (h1, w1) = card.hw_profile
+        return (head + f"image-to-keypoints: persons {p[0]}..{p[2]} (opt {p[1]}), images {i[0]}..{i[2]} (opt {i[1]}) "
+                f"of {w0}x{h0}..{w1}x{h1}; card in {out}.json")
     hw = "" if card.hw_profile is None else \
         f", H x W {prof['min'][2]}x{prof['min'][3]}..{prof['max'][2]}x{prof['max'][3]}"
-    return (f"wrote {out} ({eng['engine']['bytes'] / 2**20:.1f} MiB, {card.precision}, TensorRT "
-            f"{eng['tensorrt_version']}, {gpu.get('name', 'unknown GPU')} sm {gpu.get('compute_capability', '?')}) "
-            f"in {eng['build']['seconds']:.1f} s; batch {prof['min'][0]}..{prof['max'][0]} (opt {prof['opt'][0]})"
-            f"{hw}; card in {out}.json")
+    return head + (f"batch {prof['min'][0]}..{prof['max'][0]} (opt {prof['opt'][0]}){hw}; card in {out}.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(ImportError):  # lets the TensorRT layer use torch's CUDA (it never imports torch)
         import torch  # noqa: F401  # "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU)"
     check_legacy_supported(options.legacy)  # refuse on TensorRT 11 before reading any calibration image
-    card = build_engine(args.onnx, args.out, options, calibration_batches(args, options))
+    source = image_graph_source(args, options.legacy)
+    card = build_engine(source, args.out, options, calibration_batches(args, options))
     print(report(card, args.out))
     return 0

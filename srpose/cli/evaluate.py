@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-post", dest="post", action="store_false",
                    help="skip the decoder's refinement (top-down sub-pixel shift, bottom-up adjust and refine)")
     g.add_argument("--batch", type=int, default=32, metavar="N", help="persons per batch, top-down (default: 32)")
-    g.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data loader processes decoding (and, for crop graphs, cropping) the images (default: one "
+                        "per core)")
     g.add_argument("--concurrency", type=int, default=8, metavar="N",
                    help="triton backend: requests in flight (one image each; default: 8)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32, metavar="N", help="persons per batch, top-down (default: 32)")
     p.add_argument("--error-persons", type=int, default=None, metavar="N",
                    help="compare outputs with PyTorch on the first N items only (default: all); AP covers all")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data loader processes (default: one per core)")
     add_runtime_args(p, device_help="cpu, or cuda[:N] for TensorRT engines and ONNX Runtime's CUDA provider")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     out = p.add_argument_group("output")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from srpose.eval.report import parity_markdown, plot_parity
     from srpose.tasks import task_for
 
-    if args.batch < 1 or args.workers < 0:
+    if args.batch < 1 or (args.workers is not None and args.workers < 0):
         raise ValueError(f"--batch must be >= 1 and --workers >= 0, got {args.batch} and {args.workers}")
     if args.error_persons is not None and args.error_persons < 1:  # named as the user typed it, before any work
         raise ValueError(f"--error-persons must be >= 1 (or omitted for all), got {args.error_persons}")

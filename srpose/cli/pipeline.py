@@ -27,7 +27,11 @@ def _pipeline_group(p: argparse.ArgumentParser) -> None:
                    help="output folder (default: demo/ for the demo, pipeline/<name>/ otherwise)")
     o.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS,
                    help="graphs to export (default: every precision the model's task supports)")
-    o.add_argument("--no-decode", dest="decode", action="store_false", help="skip the in-graph decode graph")
+    o.add_argument("--no-image-input", dest="image_input", action="store_false",
+                   help="top-down: skip the image-to-keypoints graphs (crop, flip test and decoding inside; the "
+                        "engines are built from them, or from the crop graphs without them)")
+    o.add_argument("--no-decode", dest="decode", action="store_false",
+                   help="skip the in-graph decode graph (bottom-up, or top-down with --no-image-input)")
     o.add_argument("--bench-batch", type=int, nargs="+", default=[1, 8], help="bench batch sizes (default 1 8)")
     o.add_argument("--bench-s", type=float, default=1.5, help="timed seconds per bench batch size (default 1.5)")
     o.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime and torch")
@@ -39,7 +43,8 @@ def _pipeline_options(args: argparse.Namespace) -> "object":
 
     return PipelineOptions(ann=args.ann, images=args.images, out=args.out, calib_ann=args.calib_ann,
                            calib_images=args.calib_images, calib_num=args.calib_num, error_items=args.error_persons,
-                           precisions=args.precision, decode=args.decode, bench_batches=args.bench_batch,
+                           precisions=args.precision, decode=args.decode, image_input=args.image_input,
+                           bench_batches=args.bench_batch,
                            bench_s=args.bench_s, threads=args.threads, max_ap_drop=args.max_ap_drop)
 
 

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("graph")
     g.add_argument("--name", default=None, help="base name of the output files (default: the config's name)")
     g.add_argument("--batch", type=batch_profile(), default=None, metavar="MIN,OPT,MAX",
-                   help="batch profile stored for TensorRT (default: 1,8,32)")
+                   help="batch profile stored for TensorRT (default: 1,32,64)")
     g.add_argument("--input-size", type=wxh("--input-size"), default=None, metavar="WxH",
                    help="input size (default: the config's)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report JSON to OUT")

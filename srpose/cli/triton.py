@@ -27,12 +27,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instances", type=int, default=1, metavar="N", help="network model instances (default: 1)")
     p.add_argument("--python-instances", type=int, default=1, metavar="N",
                    help="instances of the pre- and post-processing models (default: 1)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default=None,
-                   help="where the network runs (default: gpu for engines, cpu for ONNX graphs)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default=None,
+                   help="where the network runs (default: gpu for engines; auto for onnxruntime, a GPU instance with "
+                        "Triton's TensorRT accelerator where the server has a GPU; cpu for python-onnxruntime)")
+    p.add_argument("--crop-input", action="store_true",
+                   help="serve a top-down crop .onnx graph as it is (default: as its image-to-keypoints graph, which "
+                        "crops, flips and decodes in the network; python models then only decode the image)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="python-onnxruntime: ONNX Runtime intra-op threads (default: ONNX Runtime's)")
     p.add_argument("--force", action="store_true", help="replace models of the same names in REPO")
     add_json_arg(p)
+
+
+def _rows(report: "object") -> list[tuple[str, str, str]]:
+    """(model, kind, what it does) of each model of the repository."""
+    r, m = report, report.models  # type: ignore[attr-defined]
+    people = "postprocess" not in m
+    if people:
+        pre = "decode the image, check the boxes"
+        net = "crop, normalise, flip test, decode to image pixels, rescoring; one image a request"
+    else:
+        pre = (f"decode, {'crops' if r.task == 'top-down' else 'resize'} to {r.input_size[0]}x{r.input_size[1]}"
+               + ("" if r.image_input else ", normalise"))
+        net = f"max_batch_size {r.max_batch_size}, preferred {r.preferred_batch_sizes}, queue delay " \
+              f"{r.max_queue_delay_us} us"
+    rows = [(m["ensemble"], "ensemble", "send requests here"), (m["preprocess"], "python", pre),
+            (m["network"], r.network_platform, net)]
+    if not people:
+        rows.append((m["postprocess"], "python", "decode to image pixels, rescoring"))
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,20 +66,17 @@ def run(args: argparse.Namespace) -> int:
     report = write_repository(args.model_file, RepositoryOptions(
         out=args.out, name=args.name, runtime=args.runtime, flip=args.flip,
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
-        python_instances=args.python_instances, device=args.device, threads=args.threads, force=args.force))
+        python_instances=args.python_instances, device=args.device, threads=args.threads,
+        crop_input=args.crop_input, force=args.force))
     m = report.models
     flip = ("the ensemble runs the mirrored pass" if report.server_flip else
             "in the graph" if report.flip_in_graph else "off")
     per = f", at most {report.max_persons} persons per request" if report.max_persons else ""
     print(f"wrote the Triton model repository {report.repo} ({report.task}, flip test {flip}{per})")
+    if report.wrapped:
+        print(f"served as the image-to-keypoints graph of {report.wrapped} (--crop-input serves the crop graph)")
     w = max(len(v) for v in m.values())
-    rows = [(m["ensemble"], "ensemble", "send requests here"),
-            (m["preprocess"], "python", f"decode, {'crops' if report.task == 'top-down' else 'resize'} to "
-             f"{report.input_size[0]}x{report.input_size[1]}, normalise"),
-            (m["network"], report.network_platform, f"max_batch_size {report.max_batch_size}, preferred "
-             f"{report.preferred_batch_sizes}, queue delay {report.max_queue_delay_us} us"),
-            (m["postprocess"], "python", "decode to image pixels, rescoring")]
-    for name, kind, what in rows:
+    for name, kind, what in _rows(report):
         print(f"  {name:<{w}}  {kind:<16}  {what}")
     print(f"the server's Python needs: {', '.join(report.requirements)} ({report.repo}/requirements.txt)")
     if report.tensorrt is not None:

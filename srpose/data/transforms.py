@@ -18,8 +18,10 @@ __all__ = [
     "read_rgb",
     "read_image",
     "decode_rgb",
+    "decode_image",
     "PIXEL_STD",
     "box_to_center_scale",
+    "center_scale_to_boxes",
     "get_affine_transform",
     "affine_transform",
     "warp_affine_crop",
@@ -58,6 +60,14 @@ def read_image(path: str | Path, pixel_format: str = "bgr") -> np.ndarray:
 def decode_rgb(data: bytes | np.ndarray, source: str = "image bytes") -> np.ndarray:
     """RGB uint8 image (H x W x 3) of an encoded image file's bytes (JPEG, PNG, ...), decoded as :func:`read_rgb`
     reads a file (OpenCV's BGR colour decode, then RGB): what a server gets from its clients."""
+    return decode_image(data, "rgb", source)
+
+
+def decode_image(data: bytes | np.ndarray, pixel_format: str = "bgr", source: str = "image bytes") -> np.ndarray:
+    """uint8 image (H x W x 3) in ``pixel_format`` of an encoded image file's bytes: ``bgr`` as OpenCV decodes it,
+    ``rgb`` as :func:`decode_rgb`; ValueError naming ``source`` for bytes that are no image."""
+    if pixel_format not in ("bgr", "rgb"):
+        raise ValueError(f"pixel_format {pixel_format!r}: expected 'bgr' or 'rgb'")
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
         np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     try:
@@ -67,7 +77,7 @@ def decode_rgb(data: bytes | np.ndarray, source: str = "image bytes") -> np.ndar
     if img is None:
         raise ValueError(f"cannot decode {source} ({buf.size} bytes) as an image: send the bytes of an image file "
                          "(JPEG, PNG, ...)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if pixel_format == "rgb" else img
 
 
 def box_to_center_scale(
@@ -94,6 +104,14 @@ def box_to_center_scale(
         w = h * aspect_ratio
     scale = np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * padding
     return center, scale.astype(np.float32)
+
+
+def center_scale_to_boxes(center: np.ndarray, scale: np.ndarray, padding: float = DEFAULT_PADDING) -> np.ndarray:
+    """N x 4 boxes (x, y, w, h) whose :func:`box_to_center_scale` is ``center`` / ``scale`` (N x 2 each, scale in
+    200-px units, padded and of the input's aspect ratio): what records without a box (MPII) send to an image
+    graph, which takes boxes."""
+    size = np.asarray(scale, np.float64).reshape(-1, 2) * PIXEL_STD / padding
+    return np.concatenate([np.asarray(center, np.float64).reshape(-1, 2) - size / 2, size], axis=1)
 
 
 def _rotate_point(pt: Sequence[float], angle_rad: float) -> np.ndarray:

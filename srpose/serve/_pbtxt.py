@@ -54,9 +54,9 @@ def model_config(name: str, *, max_batch_size: int, inputs: Sequence[Tensor], ou
                  backend: str | None = None, platform: str | None = None, instances: int = 1, kind: str = "KIND_CPU",
                  preferred_batch_sizes: Sequence[int] = (), max_queue_delay_us: int | None = None,
                  params: Mapping[str, str] | None = None, comment: str = "",
-                 default_model_filename: str | None = None) -> str:
+                 default_model_filename: str | None = None, optimization: str | None = None) -> str:
     """The config of one model (``backend`` python / onnxruntime, or ``platform`` tensorrt_plan / onnxruntime_onnx);
-    dynamic batching when ``max_queue_delay_us`` is given."""
+    dynamic batching when ``max_queue_delay_us`` is given; ``optimization``: an ``optimization { ... }`` block."""
     lines = [f"# {line}".rstrip() for line in comment.splitlines()] if comment else []
     lines.append(f"name: {quote(name)}")
     if platform:
@@ -72,6 +72,7 @@ def model_config(name: str, *, max_batch_size: int, inputs: Sequence[Tensor], ou
             if preferred_batch_sizes else ""
         text += f"dynamic_batching {{\n{pref}  max_queue_delay_microseconds: {int(max_queue_delay_us)}\n}}\n"
     text += f"instance_group [ {{ count: {int(instances)} kind: {kind} }} ]\n"
+    text += optimization or ""
     return text + _params(params or {})
 
 

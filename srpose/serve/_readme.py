@@ -49,11 +49,18 @@ def _model_section(m: dict[str, Any]) -> str:
     flip = "the ensemble runs the mirrored pass" if m["server_flip"] else (
         "in the graph" if m["flip_in_graph"] else "off")
     lines = [f"### `{m['ensemble']}` ({m['task']}, from `{m['file']}`)", "",
-             f"- send requests to `{names['ensemble']}`: {io}; {out}.",
-             f"- `{names['preprocess']}` and `{names['postprocess']}`: python backend (srpose's pre-/post-processing, "
-             "code in `1/srpose/`).",
-             f"- `{names['network']}`: {m['network_platform']}, max_batch_size {m['max_batch_size']}, preferred "
-             f"{m['preferred_batch_sizes']}, max queue delay {m['max_queue_delay_us']} us; flip test: {flip}."]
+             f"- send requests to `{names['ensemble']}`: {io}; {out}."]
+    if "postprocess" in names:
+        lines += [f"- `{names['preprocess']}` and `{names['postprocess']}`: python backend (srpose's pre-/post-"
+                  "processing, code in `1/srpose/`).",
+                  f"- `{names['network']}`: {m['network_platform']}, max_batch_size {m['max_batch_size']}, preferred "
+                  f"{m['preferred_batch_sizes']}, max queue delay {m['max_queue_delay_us']} us; flip test: {flip}."]
+    else:  # a top-down image-to-keypoints network: no python model touches crops or heatmaps
+        lines += [f"- `{names['preprocess']}`: python backend (decodes the image, checks the boxes; code in "
+                  "`1/srpose/`).",
+                  f"- `{names['network']}`: {m['network_platform']}, the image-to-keypoints graph (crop, "
+                  f"normalisation, flip test: {flip}, decoding and rescoring inside), one image with its persons "
+                  "a request."]
     if m.get("tensorrt"):
         lines.append(f"- {m['tensorrt']['message']}.")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ python backend only), and what the tests serve.
 It runs the graph with the evaluator's runtime, :class:`~srpose.engines.onnxruntime.OnnxRuntimeBackend` (same
 session options, same float16 emulation on the CPU), on the dynamic batcher's merged batch: the requests Triton hands
 over together are concatenated along the batch, run at once and split back, so the person crops of concurrent
-requests share one inference.
+requests share one inference. Image-to-keypoints graphs take one image with its persons a request (their inputs are
+ragged: nothing to concatenate), each answered on its own.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from srpose.card import INPUT_DTYPES
 from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
-from ._triton import input_array, model_params, respond_all
+from ._triton import input_array, model_params, respond, respond_all
 
 __all__ = ["OnnxRuntimeNetworkModel", "MODEL_FILE", "PARAM_THREADS"]
 
@@ -38,6 +40,13 @@ class OnnxRuntimeNetworkModel:
         self.batches: list[int] = []  # merged batch sizes, for tests and logs
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.backend.image_input:  # one image and its persons a request
+            def one(request: Any) -> dict[str, np.ndarray]:
+                feed = {n: input_array(request, n, INPUT_DTYPES.get(n, np.float32)) for n in self.backend.input_names}
+                self.batches.append(len(feed[self.backend.input_names[-1]]))
+                return self.backend.infer(feed)
+
+            return respond(requests, one, self.model)
         try:
             arrays = [input_array(r, self.input_name, np.float32) for r in requests]
             outputs: list[dict[str, np.ndarray]] = [{} for _ in requests]

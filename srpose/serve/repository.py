@@ -1,6 +1,10 @@
 """``srpose triton``: a Triton Inference Server model repository for an exported graph or a TensorRT engine.
 
-``RepositoryOptions -> write_repository(model, options) -> RepositoryReport``. For a model ``NAME`` (the card's
+``RepositoryOptions -> write_repository(model, options) -> RepositoryReport``. A top-down crop ``.onnx`` graph is
+served as its image-to-keypoints graph (:mod:`srpose.export.image_graph`, written beside the repository's network
+as ``model.onnx``) unless ``crop_input``: then the network itself crops, flips and decodes, the pre-processing only
+decodes the image and checks the boxes, and no post-processing model exists (``NAME``, ``NAME_preprocess``,
+``NAME_network``). For crop graphs (and engines of them) and bottom-up graphs, for a model ``NAME`` (the card's
 model name unless ``name`` is given) it writes four models::
 
     REPO/
@@ -14,8 +18,10 @@ model name unless ``name`` is given) it writes four models::
       NAME_postprocess/1/model.py, srpose/
 
 The network's ``max_batch_size`` is the profile's maximum batch (the card's ``batch``), its preferred batch sizes
-the profile's optimum and maximum. Several models may share one repository; the models are built in a staging
-folder and moved in only when all are written.
+the profile's optimum and maximum (top-down image-to-keypoints networks take one image with its persons per
+request: no batching across requests). ONNX networks run on a GPU instance where the server has one (``KIND_AUTO``)
+with Triton's TensorRT accelerator for ONNX Runtime. Several models may share one repository; the models are built
+in a staging folder and moved in only when all are written.
 """
 from __future__ import annotations
 
@@ -51,8 +57,10 @@ class RepositoryOptions:
     ``flip``: the ensemble runs the mirrored pass for top-down graphs without the flip test (None: the config's
     ``test_cfg.flip_test``); ``max_queue_delay_us``: the dynamic batcher's bound on waiting for more requests;
     ``instances`` / ``python_instances``: model instances of the network / of the pre- and post-processing;
-    ``device``: ``cpu`` or ``gpu`` for the network (default: gpu for engines, cpu otherwise); ``threads``: ONNX
-    Runtime intra-op threads of ``python-onnxruntime``; ``force``: replace models of the same names."""
+    ``device``: ``cpu``, ``gpu`` or ``auto`` (a GPU where the server has one) for the network (default: gpu for
+    engines, auto for ``onnxruntime``, cpu for ``python-onnxruntime``); ``threads``: ONNX Runtime intra-op threads
+    of ``python-onnxruntime``; ``crop_input``: serve a top-down crop ``.onnx`` graph as it is instead of its
+    image-to-keypoints graph; ``force``: replace models of the same names."""
 
     out: str | Path
     name: str | None = None
@@ -63,6 +71,7 @@ class RepositoryOptions:
     python_instances: int = 1
     device: str | None = None
     threads: int | None = None
+    crop_input: bool = False
     force: bool = False
 
     def check(self) -> None:
@@ -73,8 +82,8 @@ class RepositoryOptions:
         if self.instances < 1 or self.python_instances < 1:
             raise ValueError(f"instances ({self.instances}) and python_instances ({self.python_instances}) must be "
                              ">= 1")
-        if self.device not in (None, "cpu", "gpu"):
-            raise ValueError(f"device {self.device!r}: expected cpu or gpu")
+        if self.device not in (None, "cpu", "gpu", "auto"):
+            raise ValueError(f"device {self.device!r}: expected cpu, gpu or auto")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.name is not None and not _NAME.match(self.name):
@@ -100,6 +109,8 @@ class RepositoryReport:
     max_persons: int | None
     input_size: list[int]
     requirements: list[str]
+    image_input: bool = False
+    wrapped: str | None = None
     tensorrt: dict[str, Any] | None = None
     vendored_modules: dict[str, int] = field(default_factory=dict)
 
@@ -111,9 +122,13 @@ def _dims(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) if isinstance(d, int) and d > 0 else -1 for d in shape)
 
 
-def network_io(path: Path, card: ArtifactCard) -> NetworkIO:
-    """The input and outputs of an ``.onnx`` graph (from the file) or an engine (from its sidecar), batch
-    dimension dropped."""
+def network_io(path: Path, card: ArtifactCard, *, batched: bool = True) -> NetworkIO:
+    """The inputs and outputs of an ``.onnx`` graph (from the file) or an engine (from its sidecar), the batch
+    dimension dropped when Triton batches the model (``batched``)."""
+    def dims(shape: Any) -> tuple[int, ...]:
+        d = _dims(shape)
+        return d[1:] if batched else d
+
     if path.suffix in ENGINE_SUFFIXES:
         section = card.engine or {}
         if not section.get("inputs") or not section.get("outputs"):
@@ -124,26 +139,29 @@ def network_io(path: Path, card: ArtifactCard) -> NetworkIO:
             if dtype is None:
                 raise ValueError(f"engine {path}: tensor {t['name']!r} has type {t['dtype']!r}, which Triton "
                                  f"configs do not map here (expected one of {sorted(_TRT_TYPES)})")
-            tensors.append(Tensor(str(t["name"]), dtype, _dims(t["shape"])[1:]))
+            tensors.append(Tensor(str(t["name"]), dtype, dims(t["shape"])))
         n_in = len(section["inputs"])
-        return NetworkIO(tensors[0], tuple(tensors[n_in:]))
-    import onnx
+    else:
+        import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    values = [v for v in graph.input if v.name not in inits] + list(graph.output)
-    tensors = []
-    for v in values:
-        tt = v.type.tensor_type
-        dtype = _ONNX_TYPES.get(tt.elem_type)
-        if dtype is None:
-            raise ValueError(f"{path}: tensor {v.name!r} has ONNX element type {tt.elem_type}, not mapped to Triton")
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        tensors.append(Tensor(v.name, dtype, _dims(dims)[1:]))
-    n_in = len(values) - len(graph.output)
-    if n_in != 1:
-        raise ValueError(f"{path}: expected one image input, got {[t.name for t in tensors[:n_in]]}")
-    return NetworkIO(tensors[0], tuple(tensors[n_in:]))
+        graph = onnx.load(str(path), load_external_data=False).graph
+        inits = {i.name for i in graph.initializer}
+        values = [v for v in graph.input if v.name not in inits] + list(graph.output)
+        tensors = []
+        for v in values:
+            tt = v.type.tensor_type
+            dtype = _ONNX_TYPES.get(tt.elem_type)
+            if dtype is None:
+                raise ValueError(f"{path}: tensor {v.name!r} has ONNX element type {tt.elem_type}, not mapped to "
+                                 "Triton")
+            tensors.append(Tensor(v.name, dtype, dims([d.dim_value if d.HasField("dim_value") else -1
+                                                       for d in tt.shape.dim])))
+        n_in = len(values) - len(graph.output)
+    names = [t.name for t in tensors[:n_in]]
+    if sorted(names) != sorted(card.input_names):
+        raise ValueError(f"{path}: the graph's inputs {names} differ from its card's {card.input_names}")
+    order = {n: i for i, n in enumerate(card.input_names)}
+    return NetworkIO(tuple(sorted(tensors[:n_in], key=lambda t: order[t.name])), tuple(tensors[n_in:]))
 
 
 def _server_flip(card: ArtifactCard, flip: bool | None) -> bool:
@@ -162,15 +180,15 @@ def _server_flip(card: ArtifactCard, flip: bool | None) -> bool:
     return want
 
 
-def plan_repository(model: str | Path, options: RepositoryOptions) -> Plan:
-    """The settings of the four models of ``model`` (checked; nothing written)."""
+def plan_repository(model: str | Path, options: RepositoryOptions, *, card: ArtifactCard | None = None) -> Plan:
+    """The settings of the models of ``model`` (checked; nothing written). ``card``: the file's, when known."""
     options.check()
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     if path.suffix not in (".onnx", *ENGINE_SUFFIXES):
         raise ValueError(f"{path}: expected an exported .onnx graph or a TensorRT .engine/.plan with its sidecar")
-    card = read_card(path)
+    card = card or read_card(path)
     is_engine = path.suffix in ENGINE_SUFFIXES
     runtime = options.runtime or ("tensorrt" if is_engine else "onnxruntime")
     if (runtime == "tensorrt") != is_engine:
@@ -180,31 +198,63 @@ def plan_repository(model: str | Path, options: RepositoryOptions) -> Plan:
         raise ValueError(f"{path.name} is a raw bottom-up graph: serving needs the decoded graph (flip merge, NMS and "
                          "top-k in the graph; the server's Python has no torch): export it with `srpose export ... "
                          "--decode`")
-    device = options.device or ("gpu" if is_engine else "cpu")
-    if runtime == "python-onnxruntime" and device == "gpu":
+    device = options.device or ("gpu" if is_engine else "cpu" if runtime == "python-onnxruntime" else "auto")
+    if runtime == "python-onnxruntime" and device != "cpu":
         raise ValueError("--runtime python-onnxruntime runs ONNX Runtime on the CPU; use --runtime onnxruntime "
                          "(Triton's ONNX Runtime backend) for a GPU")
     if runtime == "tensorrt" and device == "cpu":
         raise ValueError("TensorRT engines run on a GPU: drop --device cpu")
     server_flip = _server_flip(card, options.flip)
     lo, opt, hi = card.batch
-    max_persons = (hi // 2 if server_flip else hi) if card.task == "top-down" else None
+    people_out = card.image_input and card.task == "top-down"
+    if people_out:  # one image and its persons a request: the graph's person profile bounds a request
+        max_batch, preferred, max_persons = 0, [], hi
+    else:
+        max_batch, preferred = hi, sorted({opt, hi})
+        max_persons = (hi // 2 if server_flip else hi) if card.task == "top-down" else None
     if max_persons == 0:
         raise ValueError(f"{path.name}: its profile's max batch {hi} cannot hold a crop and its mirror: export with "
                          "a max batch >= 2, or serve with --no-flip")
+    kinds = {"gpu": "KIND_GPU", "cpu": "KIND_CPU", "auto": "KIND_AUTO"}
     return Plan(name=options.name or card.model_name, card=card, model_file=path, runtime=runtime,
-                io=network_io(path, card), max_batch_size=hi, preferred=sorted({opt, hi}),
+                io=network_io(path, card, batched=max_batch > 0), max_batch_size=max_batch, preferred=preferred,
                 max_queue_delay_us=options.max_queue_delay_us, instances=options.instances,
-                python_instances=options.python_instances, kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
-                server_flip=server_flip, max_persons=max_persons, threads=options.threads)
+                python_instances=options.python_instances, kind=kinds[device], server_flip=server_flip,
+                max_persons=max_persons, threads=options.threads)
+
+
+def _image_graph_of(model: Path, options: RepositoryOptions, staging: Path) -> tuple[Path, ArtifactCard, bool]:
+    """(file to serve, its card, whether it was wrapped): a top-down crop ``.onnx`` graph becomes its
+    image-to-keypoints graph unless ``crop_input`` (or the flip the options ask for cannot be had that way)."""
+    if not model.is_file():
+        raise FileNotFoundError(f"model file {model} does not exist")
+    card = read_card(model)
+    if options.crop_input or model.suffix != ".onnx" or card.task != "top-down" or card.image_input or \
+            not card.config:
+        return model, card, False
+    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
+
+    flip = True if card.flip else (False if card.decode else options.flip)
+    out = write_image_graph(model, staging / "image.onnx", ImageGraphOptions(flip=flip))
+    return out, read_card(out), True
 
 
 def write_repository(model: str | Path, options: RepositoryOptions) -> RepositoryReport:
     """Write the models of ``model`` into ``options.out`` (see the module docstring)."""
-    plan = plan_repository(model, options)
+    options.check()
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: name a folder for the model repository")
+    work = Path(tempfile.mkdtemp(prefix=".srpose-triton-"))
+    try:
+        source, card, wrapped = _image_graph_of(Path(model), options, work)
+        plan = plan_repository(source, options, card=card)
+        return _write(out, plan, options, Path(model) if wrapped else None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write(out: Path, plan: Plan, options: RepositoryOptions, wrapped: Path | None) -> RepositoryReport:
     clash = [n for n in plan.names.values() if (out / n).exists()]
     if clash and not options.force:
         raise ValueError(f"{out} already holds the models {clash}: pass --force to replace them, or --name "
@@ -227,8 +277,9 @@ def write_repository(model: str | Path, options: RepositoryOptions) -> Repositor
         preferred_batch_sizes=plan.preferred, max_queue_delay_us=plan.max_queue_delay_us,
         server_flip=plan.server_flip, flip_in_graph=plan.card.flip, decode=plan.card.decode,
         max_persons=plan.max_persons, input_size=list(plan.card.input_size), requirements=requirements(plan.runtime),
-        tensorrt=compat, vendored_modules={k: len(m["modules"]) for k, m in manifests.items()})
-    _write_root_files(out, {**report.to_dict(), "file": plan.model_file.name})
+        tensorrt=compat, vendored_modules={k: len(m["modules"]) for k, m in manifests.items()},
+        image_input=plan.card.image_input, wrapped=None if wrapped is None else str(wrapped))
+    _write_root_files(out, {**report.to_dict(), "file": (wrapped or plan.model_file).name})
     return report
 
 

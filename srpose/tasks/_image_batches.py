@@ -23,17 +23,18 @@ PAD_MULTIPLE = 32
 def person_boxes(dataset: Any) -> np.ndarray:
     """N x 5 float32 boxes (x, y, w, h, score) of every record of a top-down dataset. Records without a box
     (MPII: annotated centre and scale) get the box whose padded, aspect-fixed crop is that centre and scale."""
-    from srpose.data.transforms import DEFAULT_PADDING, PIXEL_STD
+    from srpose.data.transforms import center_scale_to_boxes
 
-    rows = np.zeros((len(dataset.records), 5), np.float64)
-    for i, rec in enumerate(dataset.records):
-        if rec.get("bbox") is not None:
-            rows[i, :4] = rec["bbox"][:4]
-        else:
-            size = np.asarray(rec["scale"], np.float64) * PIXEL_STD / DEFAULT_PADDING
-            rows[i, :2] = np.asarray(rec["center"], np.float64) - size / 2
-            rows[i, 2:4] = size
-        rows[i, 4] = rec["bbox_score"]
+    recs = dataset.records
+    rows = np.zeros((len(recs), 5), np.float64)
+    boxed = np.array([r.get("bbox") is not None for r in recs], bool)
+    if boxed.any():
+        rows[boxed, :4] = [recs[i]["bbox"][:4] for i in np.flatnonzero(boxed)]
+    if (~boxed).any():
+        rest = np.flatnonzero(~boxed)
+        rows[rest, :4] = center_scale_to_boxes(np.stack([recs[i]["center"] for i in rest]),
+                                               np.stack([recs[i]["scale"] for i in rest]))
+    rows[:, 4] = [r["bbox_score"] for r in recs]
     return rows.astype(np.float32)
 
 
