@@ -194,10 +194,11 @@ def test_export_eval_and_parity_on_the_sample(name: str, exports) -> None:
         assert m["mean_kpt_px"] < 1e-3 and m["output_error"]["rel_l2"] < 1e-5 and rep.failed == []
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("hrnet")])
+@pytest.mark.parametrize("name", ["hrnet_w32_srpose_mpii_256x256", "hrnet_w32_srpose_crowdpose_256x192"])
 def test_decode_and_flip_in_the_graph(name: str, exports, tmp_path: Path) -> None:
-    """The graph with the codec's decoder and the flip test inside (each codec, each dataset's flip pairs): the
-    same keypoints as the evaluator's host-side flip and decode."""
+    """The graph with the SRPose decoder and the flip test inside (each dataset's flip pairs; the baselines' in-graph
+    flip and decode run in test_presets_serving.py's image graphs): the same keypoints as the evaluator's host-side
+    flip and decode."""
     from srpose.engines import open_backend
     from srpose.engines.tensorrt.onnx_check import check_onnx_for_tensorrt
     from srpose.eval import EvalOptions, evaluate
