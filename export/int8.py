@@ -67,6 +67,7 @@ class Int8Report:
     activation_qdq: int = 0
     opset: int = 0
     fp16: dict[str, Any] = field(default_factory=dict)
+    engine: str = "srpose"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -119,7 +120,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
                   percentile: float = 99.999, num_bins: int | None = None,
                   quantize_activation_matmuls: bool = False,
                   keep_fp32_ops: Sequence[str] = DEFAULT_KEEP_FP32_OPS,
-                  keep_fp32_nodes: Sequence[str] = DEFAULT_KEEP_FP32_NODES) -> Int8Report:
+                  keep_fp32_nodes: Sequence[str] = DEFAULT_KEEP_FP32_NODES, engine: str = "srpose") -> Int8Report:
     """Write the INT8 version of the FP32 ONNX file ``fp32_path`` to ``out_path`` (atomically).
 
     ``calibration``: an iterable of N x 3 x H x W float32 batches (or ``{input_name: batch}`` dicts, or an ONNX
@@ -129,14 +130,30 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     ``quantize_activation_matmuls``). ``chunk_batches``: batches whose intermediate tensors are held at once before
     they are folded into the histograms / ranges (1: memory bounded by one batch). ``cache_dir`` + ``data_key``
     enable the calibration cache (``data_key`` identifies the data, e.g. ``CalibrationReader.data_key()``).
-    ``keep_fp32_ops`` / ``keep_fp32_nodes``: the float32 islands, as for the FP16 export. The output's card gets
-    ``precision="int8"`` and ``precision_details["int8"]``.
+    ``keep_fp32_ops`` / ``keep_fp32_nodes``: the float32 islands, as for the FP16 export. ``engine="modelopt"``
+    writes NVIDIA ModelOpt's INT8 graph instead (:mod:`srpose.export._modelopt_int8`; no cache, its own placement
+    and float16 policy). The output's card gets ``precision="int8"`` and ``precision_details["int8"]``.
     """
     import onnx
 
     fp32_path = Path(fp32_path)
     _check_source(fp32_path)
     _check_calibration_settings(method, chunk_batches)
+    if engine not in ("srpose", "modelopt"):
+        raise ValueError(f"INT8 engine {engine!r} is unknown: use 'srpose' or 'modelopt'")
+    if engine == "modelopt":
+        from srpose.export._modelopt_int8 import quantize_with_modelopt
+
+        if calibration is None:
+            raise ValueError("INT8 engine 'modelopt' needs calibration data (it calibrates itself, uncached)")
+        mo_method = {"max": "max", "minmax": "max", "entropy": "entropy"}.get(method)
+        if mo_method is None:
+            raise ValueError(f"INT8 engine 'modelopt' calibrates with max or entropy, not {method!r}")
+        d = quantize_with_modelopt(fp32_path, out_path, calibration, method=mo_method, exclude=exclude,
+                                   input_name=input_name)
+        return Int8Report(method=d["method"], calibration_crops=d["calibration_crops"], engine="modelopt",
+                          quantized_nodes=d["quantized_nodes"], excluded_nodes=d["excluded_nodes"],
+                          op_types=list(op_types))
     op_types = list(op_types)
     model = onnx.load(str(fp32_path))
     excluded = _excluded_nodes(model, fp32_path.name, exclude, op_types, quantize_activation_matmuls)

@@ -56,6 +56,7 @@ class Int8Options:
     exclude: Sequence[str] = DEFAULT_EXCLUDE
     op_types: Sequence[str] = DEFAULT_OP_TYPES
     parity_crops: int = 16
+    engine: str = "srpose"  # or "modelopt": NVIDIA ModelOpt's quantiser (srpose.export._modelopt_int8)
 
 
 @dataclass
@@ -342,7 +343,7 @@ def _convert(fp32: Path, staging: Path, name: str, precisions: Sequence[str], op
         details["int8"] = quantize_int8(fp32, paths["int8"], calib, method=i8.calib_method, exclude=i8.exclude,
                                         op_types=i8.op_types, cache_dir=cache_dir, data_key=calib.data_key(),
                                         input_name="input", keep_fp32_ops=opts.fp16.keep_fp32_ops,
-                                        keep_fp32_nodes=opts.fp16.keep_fp32_nodes).to_dict()
+                                        keep_fp32_nodes=opts.fp16.keep_fp32_nodes, engine=i8.engine).to_dict()
     return paths, details
 
 

@@ -183,3 +183,20 @@ def test_calibration_reader_streams_crops(coco_sample: dict, tmp_path: Path) -> 
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match="holds no images"):
         check_image_folder(tmp_path)
+
+
+def test_int8_engine_modelopt_says_how_to_get_modelopt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ModelOpt (it lives in an environment of its own), ``--int8-engine modelopt`` names the fix; an
+    unknown engine is refused. tests/test_modelopt_compare.py runs the engine where ModelOpt is installed."""
+    from srpose.export._modelopt_int8 import modelopt_python
+
+    path, model, cfg = cached_export("hrnet", "simple")
+    monkeypatch.delenv("SRPOSE_MODELOPT_PYTHON", raising=False)
+    monkeypatch.chdir(tmp_path)
+    if modelopt_python() is not None:  # pragma: no cover - ModelOpt importable in this environment
+        pytest.skip("ModelOpt is importable here")
+    with pytest.raises(RuntimeError, match="make modelopt-deps"):
+        quantize_int8(path, tmp_path / "q.onnx", [crops(2, cfg)], method="max", engine="modelopt")
+    with pytest.raises(ValueError, match="INT8 engine 'tensorrt' is unknown"):
+        quantize_int8(path, tmp_path / "q.onnx", [crops(2, cfg)], engine="tensorrt")
+    assert not (tmp_path / "q.onnx").exists()

@@ -53,7 +53,7 @@ def graphs(tmp_path_factory) -> dict[str, Path]:
     crops = np.random.default_rng(0).standard_normal((8, 3, h, w)).astype(np.float32)
     np.save(d / "crops.npy", crops)
     quantize_int8(paths["fp32"], paths["int8"], [crops], method="max")
-    r = subprocess.run([str(PYTHON), str(REPO / "scripts" / "modelopt_quantize.py"), str(paths["fp32"]),
+    r = subprocess.run([str(PYTHON), str(REPO / "export" / "_modelopt_run.py"), str(paths["fp32"]),
                         str(paths["modelopt"]), "--calib", str(d / "crops.npy"), "--method", "max"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -116,3 +116,33 @@ def test_no_more_bytes_moved_than_modelopt(graphs: dict[str, Path]) -> None:
     fp16, ours, theirs = (traffic_of_file(graphs[k]) for k in ("fp16", "int8", "modelopt"))
     assert ours.total <= theirs.total < fp16.total, (ours.summary(), theirs.summary(), fp16.summary())
     assert ours.bytes_by_dtype.get("float32", 0) == theirs.bytes_by_dtype.get("float32", 0) == 0
+
+
+def test_export_writes_modelopts_int8_graph_with_int8_engine_modelopt(coco_sample: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``srpose export --int8-engine modelopt`` runs ModelOpt in its own environment and writes its graph with the
+    FP32 file's card (engine recorded), as ``--fp16-engine modelopt`` does for FP16."""
+    import json
+
+    from _export_utils import tiny_config, tiny_model
+
+    from srpose import save_checkpoint
+    from srpose.card import read_card
+    from srpose.cli import main as cli_main
+
+    monkeypatch.setenv("SRPOSE_MODELOPT_PYTHON", str(PYTHON))
+    cfg = tiny_config("hrnet", "sr")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    save_checkpoint(tiny_model(cfg), tmp_path / "m.pth")
+    rc = cli_main(["export", str(tmp_path / "cfg.json"), "--checkpoint", str(tmp_path / "m.pth"), "--out-dir",
+                   str(tmp_path / "out"), "--precision", "int8", "--int8-engine", "modelopt", "--calib-ann",
+                   str(coco_sample["ann"]), "--calib-images", str(coco_sample["images"]), "--calib-num", "8",
+                   "--calib-method", "max", "--parity-crops", "0"])
+    assert rc == 0
+    path = tmp_path / "out" / f"{cfg.name}.int8.onnx"
+    card = read_card(path)
+    details = card.precision_details["int8"]
+    assert card.precision == "int8" and details["engine"] == "modelopt" and details["quantized_nodes"] > 0
+    assert details["calibration_crops"] == 8
+    report = json.loads((tmp_path / "out" / f"{cfg.name}.export.json").read_text())
+    assert report["files"][0]["traffic"]["bytes_by_dtype"]["int8"] > 0

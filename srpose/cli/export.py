@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--int8-exclude", nargs="*", default=list(DEFAULT_EXCLUDE), metavar="PATTERN",
                    help="node names / fnmatch patterns left out of INT8, run in FP16 (default: the in-graph "
                         "decoder and flip merge)")
+    c.add_argument("--int8-engine", choices=("srpose", "modelopt"), default="srpose",
+                   help="built-in quantiser (default) or NVIDIA ModelOpt's (make modelopt-deps), for comparison")
     c.add_argument("--int8-op-types", nargs="+", default=list(DEFAULT_OP_TYPES), metavar="OP",
                    help=f"op types to quantise (default: {' '.join(DEFAULT_OP_TYPES)})")
     c.add_argument("--parity-crops", type=int, default=16, metavar="N",
@@ -75,7 +77,8 @@ def options_from_args(args: argparse.Namespace) -> "object":
                          engine=args.fp16_engine),
         int8=Int8Options(calib_ann=args.calib_ann, calib_images=args.calib_images, calib_num=args.calib_num,
                          calib_method=args.calib_method, calib_batch=args.calib_batch, calib_cache=args.calib_cache,
-                         exclude=args.int8_exclude, op_types=args.int8_op_types, parity_crops=args.parity_crops),
+                         exclude=args.int8_exclude, op_types=args.int8_op_types, parity_crops=args.parity_crops,
+                         engine=args.int8_engine),
         image_input=args.image_input, image_batch=args.image_batch, pixel_format=args.pixel_format)
 
 

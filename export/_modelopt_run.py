@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""NVIDIA ModelOpt's ONNX INT8 quantiser (or AutoCast FP16) on one FP32 graph, CPU calibration: the reference the
-INT8 export is compared with (``tests/test_modelopt_compare.py``, ``scripts/bench_traffic.py``).
+"""NVIDIA ModelOpt's ONNX INT8 quantiser (or its AutoCast FP16) on one FP32 graph, CPU calibration: the
+``--int8-engine modelopt`` of ``srpose export`` and the reference the INT8 export is compared with
+(``tests/test_modelopt_compare.py``, ``scripts/bench_traffic.py``).
 
-Runs in ModelOpt's own environment (``make modelopt-deps`` builds ``.venv-modelopt``: ``nvidia-modelopt[onnx]``
-pulls onnxruntime-gpu, cupy and an older onnx, kept out of the project's ``.venv``); it imports nothing of srpose.
+It imports nothing of srpose, so it runs in ModelOpt's own environment (``make modelopt-deps`` builds
+``.venv-modelopt``: ``nvidia-modelopt[onnx]`` pulls onnxruntime-gpu, cupy and an older onnx, kept out of the
+project's ``.venv``) as a script:
 
-    .venv-modelopt/bin/python scripts/modelopt_quantize.py FP32.onnx OUT.onnx --calib CROPS.npy [--mode int8|fp16]
+    .venv-modelopt/bin/python export/_modelopt_run.py FP32.onnx OUT.onnx --calib CROPS.npy [--mode int8|fp16]
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--calib", help="N x 3 x H x W float32 crops (.npy) for INT8 calibration")
     p.add_argument("--mode", choices=("int8", "fp16"), default="int8")
-    p.add_argument("--method", choices=("max", "entropy"), default="max")
+    p.add_argument("--method", choices=("max", "entropy"), default="entropy")
     p.add_argument("--input-name", default="input")
     p.add_argument("--exclude", nargs="*", default=[], help="node-name regular expressions left out of INT8")
     args = p.parse_args(argv)
@@ -27,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         import onnx
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        out = convert_to_mixed_precision(onnx_path=args.fp32, low_precision_type="fp16", keep_io_types=True)
-        onnx.save(out, args.out)
+        onnx.save(convert_to_mixed_precision(onnx_path=args.fp32, low_precision_type="fp16", keep_io_types=True),
+                  args.out)
         return 0
     import numpy as np
     from modelopt.onnx.quantization import quantize
