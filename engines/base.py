@@ -14,7 +14,7 @@ from srpose.card import INPUT_DTYPES
 if TYPE_CHECKING:  # pragma: no cover
     from srpose.card import ArtifactCard
 
-__all__ = ["Backend", "Pending", "empty_inputs", "Inputs"]
+__all__ = ["Backend", "Pending", "empty_inputs", "batch_items", "Inputs"]
 
 #: what ``infer`` takes: N x 3 x H x W float32 crops / images, or ``{input name: array}`` (image-input graphs)
 Inputs = Any
@@ -23,6 +23,15 @@ Inputs = Any
 def empty_inputs(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Fresh arrays of ``shapes`` in each input's dtype (:data:`srpose.card.INPUT_DTYPES`, else float32)."""
     return {k: np.empty(tuple(s), INPUT_DTYPES.get(k, "float32")) for k, s in shapes.items()}
+
+
+def batch_items(inputs: Inputs) -> int:
+    """Items of one backend input: crops / images of an array, or the persons (boxes) of an image graph's feed."""
+    from srpose.card import BOXES
+
+    if isinstance(inputs, Mapping):
+        return len(inputs[BOXES]) if BOXES in inputs else len(next(iter(inputs.values())))
+    return len(inputs)
 
 
 class Pending:

@@ -13,7 +13,7 @@ from srpose.engines.base import Backend
 if TYPE_CHECKING:  # pragma: no cover
     from srpose.tasks import PoseTask
 
-__all__ = ["TorchBackend", "OracleBackend"]
+__all__ = ["TorchBackend", "TorchImageBackend", "OracleBackend"]
 
 
 class TorchBackend(Backend):
@@ -86,6 +86,57 @@ class TorchBackend(Backend):
         else:
             self.last_timing_ms = (time.perf_counter() - t0) * 1e3
         return {self.output_names[0]: out}
+
+    def close(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class TorchImageBackend(Backend):
+    """A PyTorch model run as its image-to-keypoints graph (:meth:`~srpose.tasks.PoseTask.image_module`: crop,
+    normalisation, flip test, decoding and back-projection in torch on ``device``), i.e. what ``srpose export
+    --image-input`` writes, without exporting: ``{input name: array}`` in (uint8 images, boxes, box image indices),
+    keypoints in image pixels and person scores out. ``flip`` None: the config's; ``precision`` ``fp16`` runs the
+    network under CUDA autocast (the crop geometry and decoding stay float32). On CUDA, ``last_timing_ms`` is the
+    device time of the forward (CUDA events)."""
+
+    name = "torch-image"
+
+    def __init__(self, model: nn.Module, task: "PoseTask", *, device: str | torch.device = "cpu",
+                 flip: bool | None = None, pixel_format: str = "bgr", precision: str = "fp32") -> None:
+        super().__init__()
+        from srpose.export.image_graph import ImageGraphOptions, image_card
+
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available: use device='cpu'")
+        if precision not in ("fp32", "fp16") or (precision == "fp16" and self.device.type != "cuda"):
+            raise ValueError(f"precision {precision!r}: fp32, or fp16 on a CUDA device")
+        raw = task.make_card(decode=False, flip=False, batch=task.default_batch)
+        self.card = image_card(raw, task, ImageGraphOptions(flip=flip, pixel_format=pixel_format))
+        self.precision = precision
+        self.module = task.image_module(model, self.card).to(self.device)
+        self.input_names, self.output_names = list(self.card.input_names), list(self.card.output_names)
+        self.timing_source = "device" if self.device.type == "cuda" else "wall"
+
+    def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        if not isinstance(images, Mapping):
+            raise ValueError(f"{self.name} takes {{input name: array}} with {self.input_names}")
+        cuda = self.device.type == "cuda"
+        t0 = time.perf_counter()
+        args = [torch.as_tensor(np.ascontiguousarray(images[n])).to(self.device) for n in self.input_names]
+        with torch.inference_mode():
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"):
+                out = self.module(*args)
+            if cuda:
+                end.record()
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        result = {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs)}
+        self.last_timing_ms = start.elapsed_time(end) if cuda else (time.perf_counter() - t0) * 1e3
+        return result
 
     def close(self) -> None:
         if self.device.type == "cuda":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from srpose.engines.base import Backend
+from srpose.engines.base import Backend, batch_items
 from srpose.export.compare import ErrorAccumulator
 from srpose.tasks import PoseTask
 
@@ -119,7 +119,7 @@ class ParityProbe(Backend):
         out = self.backend.infer(images)
         self.last_timing_ms = self.backend.last_timing_ms
         self.backend_ms += float(self.backend.last_timing_ms or 0.0)
-        items = _count(images)
+        items = batch_items(images)
         self._items += items
         if self.max_items is None or self._compared < self.max_items * self.passes:
             # the reference reruns PyTorch on the batch: bounded, as it costs more than most backends
@@ -137,15 +137,6 @@ class ParityProbe(Backend):
 
     def close(self) -> None:
         self.backend.close()
-
-
-def _count(inputs: Any) -> int:
-    """Dataset items in one backend input: crops / images, or the persons (boxes) of an image graph's feed."""
-    from srpose.card import BOXES, IMAGES
-
-    if isinstance(inputs, Mapping):
-        return len(inputs[BOXES]) if BOXES in inputs else len(inputs[IMAGES])
-    return len(inputs)
 
 
 def _final_keypoint_distance(res: Any, ref: Any) -> dict[str, float | None]:

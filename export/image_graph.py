@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from srpose.tasks import PoseTask
 
 __all__ = ["ImageGraphOptions", "DEFAULT_IMAGE_BATCH", "DEFAULT_IMAGE_HW", "DEFAULT_PERSONS", "MIN_OPSET",
-           "image_graph", "write_image_graph", "task_of_card", "is_image_graph"]
+           "image_graph", "image_card", "write_image_graph", "task_of_card"]
 
 #: (min, opt, max) images per call of a top-down image graph
 DEFAULT_IMAGE_BATCH = (1, 8, 16)
@@ -58,10 +58,6 @@ class ImageGraphOptions:
     image_batch: Sequence[int] | None = None
     shape_profile: Any = None
     pixel_format: str = "bgr"
-
-
-def is_image_graph(card: ArtifactCard | None) -> bool:
-    return bool(card is not None and card.image_input)
 
 
 def task_of_card(card: ArtifactCard) -> "PoseTask":
@@ -180,12 +176,38 @@ def _top_down_parts(task: "PoseTask", card: ArtifactCard, flip: bool, pixel_form
     return pre_p, post_p
 
 
+def image_card(card: ArtifactCard, task: "PoseTask", options: ImageGraphOptions | None = None, *,
+               source: str = "card") -> ArtifactCard:
+    """The card of the image-to-keypoints graph of a graph with ``card`` (its task ``task``); ValueError for a
+    flip test that cannot be had around that graph."""
+    from srpose.export.onnx_export import check_batch
+    from srpose.tasks import parse_shape_profile
+
+    opts = options or ImageGraphOptions()
+    if task.kind != "top-down":
+        if opts.flip is not None and bool(opts.flip) != card.flip:
+            raise ValueError(f"{source}: bottom-up image graphs keep the flip test of the graph they wrap "
+                             f"({'on' if card.flip else 'off'}); export it with{'out' if card.flip else ''} --flip")
+        hw = card.hw_profile if opts.shape_profile is None else parse_shape_profile(opts.shape_profile)
+        return card.replace(image_input=True, input_name=IMAGES, pixel_format=opts.pixel_format, hw_profile=hw)
+    want_flip = bool(task.cfg.test_cfg.get("flip_test", True)) if opts.flip is None else bool(opts.flip)
+    if card.flip and not want_flip:
+        raise ValueError(f"{source} has the flip test in its graph: wrap a graph exported without --flip to get an "
+                         "image graph without it")
+    if card.decode and want_flip and not card.flip:
+        raise ValueError(f"{source} decodes in its graph without the flip test, which cannot be added after "
+                         "decoding: wrap the raw graph (exported without --decode), or ask for no flip")
+    hw = DEFAULT_IMAGE_HW if opts.shape_profile is None else parse_shape_profile(opts.shape_profile, multiple=1)
+    return card.replace(image_input=True, input_name=IMAGES, output_names=[KEYPOINTS, SCORES], decode=True,
+                        flip=want_flip, pixel_format=opts.pixel_format, hw_profile=hw,
+                        batch=check_batch(opts.persons or DEFAULT_PERSONS),
+                        image_batch=check_batch(opts.image_batch or DEFAULT_IMAGE_BATCH))
+
+
 def image_graph(core: "onnx.ModelProto", options: ImageGraphOptions | None = None, *,
                 source: str = "ONNX model") -> "onnx.ModelProto":
     """The image-to-keypoints graph of an exported crop graph ``core`` (an ``onnx.ModelProto`` with its card)."""
     import onnx
-
-    from srpose.tasks import parse_shape_profile
 
     opts = options or ImageGraphOptions()
     card = card_from_onnx(core, source=source)
@@ -200,30 +222,14 @@ def image_graph(core: "onnx.ModelProto", options: ImageGraphOptions | None = Non
                          f"{[o.name for o in core.graph.output]}: re-export it")
     task = task_of_card(card)
     core_in = card.input_name
+    new = image_card(card, task, opts, source=source)
     if task.kind == "top-down":
-        from srpose.export.onnx_export import check_batch
-
-        want_flip = bool(task.cfg.test_cfg.get("flip_test", True)) if opts.flip is None else bool(opts.flip)
-        if card.flip and not want_flip:
-            raise ValueError(f"{source} has the flip test in its graph: wrap a graph exported without --flip to get "
-                             "an image graph without it")
-        if card.decode and want_flip and not card.flip:
-            raise ValueError(f"{source} decodes in its graph without the flip test, which cannot be added after "
-                             "decoding: wrap the raw graph (exported without --decode), or ask for no flip")
-        pre, post = _top_down_parts(task, card, want_flip, opts.pixel_format, opset)
+        pre, post = _top_down_parts(task, card, new.flip, opts.pixel_format, opset)
         net_out = _rename_tensor(core, card.output_names[0], f"/network/{card.output_names[0]}")
         _rename(pre, "preprocess", {IMAGES: IMAGES, BOXES: BOXES, BOX_IMAGE: BOX_IMAGE, "crops": core_in})
         _rename(post, "postprocess", {"outputs": net_out, BOXES: BOXES, KEYPOINTS: KEYPOINTS, SCORES: SCORES})
         outputs = list(post.graph.output)
-        hw = DEFAULT_IMAGE_HW if opts.shape_profile is None else parse_shape_profile(opts.shape_profile, multiple=1)
-        new = card.replace(image_input=True, input_name=IMAGES, output_names=[KEYPOINTS, SCORES], decode=True,
-                           flip=want_flip or card.flip, pixel_format=opts.pixel_format, hw_profile=hw,
-                           batch=check_batch(opts.persons or DEFAULT_PERSONS),
-                           image_batch=check_batch(opts.image_batch or DEFAULT_IMAGE_BATCH))
     else:
-        if opts.flip is not None and bool(opts.flip) != card.flip:
-            raise ValueError(f"{source}: bottom-up image graphs keep the flip test of the graph they wrap "
-                             f"({'on' if card.flip else 'off'}); export it with{'out' if card.flip else ''} --flip")
         pre_m, _ = task.image_graph_parts(flip=card.flip, pixel_format=opts.pixel_format)
         import numpy as np
 
@@ -232,8 +238,6 @@ def image_graph(core: "onnx.ModelProto", options: ImageGraphOptions | None = Non
                      {IMAGES: {0: "batch", 1: "height", 2: "width"}, "normalised": {0: "batch"}}, opset)
         _rename(pre, "preprocess", {IMAGES: IMAGES, "normalised": core_in})
         post, outputs = None, list(core.graph.output)
-        hw = card.hw_profile if opts.shape_profile is None else parse_shape_profile(opts.shape_profile)
-        new = card.replace(image_input=True, input_name=IMAGES, pixel_format=opts.pixel_format, hw_profile=hw)
     model = _stitch(core, pre, post, outputs)
     card_to_onnx(model, new)
     onnx.checker.check_model(model, full_check=True)

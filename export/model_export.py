@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from srpose.engines.base import batch_items as count
+from srpose.export._export_io import check_image_options, io_shapes, real_image_feeds
 from srpose.export.fp16 import DEFAULT_KEEP_FP32_NODES, DEFAULT_KEEP_FP32_OPS
 from srpose.export.int8 import DEFAULT_EXCLUDE, DEFAULT_OP_TYPES
 from srpose.export.onnx_export import SUPPORTED_OPSETS, as_task, check_batch
@@ -169,7 +171,7 @@ def _check_options(task: PoseTask, opts: ExportOptions, checkpoint: str | None) 
         raise ValueError("give both --calib-ann and --calib-images (calibration crops need the annotations and "
                          "the images)")
     if opts.image_input:
-        _check_image_options(task, opts)
+        check_image_options(task, opts)
     elif opts.image_batch is not None:
         raise ValueError("--image-batch applies to image-input graphs: add --image-input")
     if task.kind == "bottom-up":
@@ -195,28 +197,6 @@ def _check_options(task: PoseTask, opts: ExportOptions, checkpoint: str | None) 
     if not (opts.image_input and task.kind == "top-down"):
         task.export_flip(opts.flip, opts.decode)
     return precisions, name
-
-
-def _check_image_options(task: PoseTask, opts: ExportOptions) -> None:
-    from srpose.export.image_graph import MIN_OPSET
-    from srpose.export.onnx_export import check_batch
-
-    if int(opts.opset) < MIN_OPSET:
-        raise ValueError(f"--image-input needs --opset {MIN_OPSET} or newer (GridSample), got {opts.opset}")
-    if opts.pixel_format not in ("bgr", "rgb"):
-        raise ValueError(f"--pixel-format {opts.pixel_format!r}: expected bgr or rgb")
-    if task.kind == "top-down":
-        if opts.decode:
-            raise ValueError("--image-input graphs always decode (keypoints in image pixels come out): drop --decode")
-        if opts.shape_profile is not None:
-            from srpose.tasks import parse_shape_profile
-
-            parse_shape_profile(opts.shape_profile, multiple=1)
-        if opts.image_batch is not None:
-            check_batch(opts.image_batch)
-    elif opts.image_batch is not None:
-        raise ValueError("--image-batch applies to top-down image graphs; bottom-up ones take one image a call "
-                         "(--batch)")
 
 
 def export_model(config: Any, options: ExportOptions, *, checkpoint: str | None = None,
@@ -291,7 +271,7 @@ def _build(task: PoseTask, model: "nn.Module", opts: ExportOptions, name: str, b
     reference = task.reference_for(model, card)
     groups = task.parity_inputs(card)
     if real is not None:
-        groups["real"] = _real_image_feeds(task, card, real) if card.image_input and wrap else list(real)
+        groups["real"] = real_image_feeds(task, card, real) if card.image_input and wrap else list(real)
     files = [_file_entry(task, paths[p], p, reference, groups, details.get(p), networks[p]) for p in precisions]
     profile = None if card.hw_profile is None else [[w, h] for h, w in card.hw_profile]
     return ExportReport(
@@ -301,27 +281,7 @@ def _build(task: PoseTask, model: "nn.Module", opts: ExportOptions, name: str, b
         decode=card.decode, opset=int(opts.opset), output=card.output_kind, image_input=card.image_input,
         image_batch=None if card.image_batch is None else dict(zip(("min", "opt", "max"), card.image_batch)),
         parity_reference="PyTorch eager (same flip/decode) vs ONNX Runtime CPU (FP16: float16 rounding emulated)",
-        parity_inputs={g: sum(_items(b) for b in items) for g, items in groups.items()}, files=files)
-
-
-def _items(batch: Any) -> int:
-    """Persons (image graphs: boxes) or crops of one parity input."""
-    from srpose.card import BOXES, IMAGES
-
-    if isinstance(batch, dict):
-        return len(batch[BOXES]) if BOXES in batch else len(batch[IMAGES])
-    return len(batch)
-
-
-def _real_image_feeds(task: PoseTask, card: Any, reader: Any) -> list[dict[str, Any]]:
-    """The calibration reader's persons as image-graph inputs: their images, decoded once, and GT boxes."""
-    from srpose.engines.base import empty_inputs
-    from srpose.tasks._image_batches import feed_shapes, fill_feed
-
-    feeds = []
-    for batch in task.image_batches(reader.dataset, card, batch_size=reader.batch_size, indices=reader.indices):
-        feeds.append(fill_feed(batch, empty_inputs(feed_shapes(batch, tuple(card.hw_profile[2])))))
-    return feeds
+        parity_inputs={g: sum(count(b) for b in items) for g, items in groups.items()}, files=files)
 
 
 def _convert(fp32: Path, staging: Path, name: str, precisions: Sequence[str], opts: ExportOptions,
@@ -355,7 +315,7 @@ def _file_entry(task: PoseTask, path: Path, precision: str, reference: Callable,
     from srpose.export.traffic import export_traffic
 
     entry: dict[str, Any] = dict(precision=precision, file=path.name, bytes=path.stat().st_size,
-                                 sha256=sha256_file(path), **_io_shapes(path))
+                                 sha256=sha256_file(path), **io_shapes(path))
     entry["parity"] = parity_report(path, reference, groups, task)
     entry["traffic"] = export_traffic(network)  # activation bytes written per person, by type (#22)
     if detail is not None:
@@ -383,7 +343,7 @@ def parity_report(onnx_path: str | Path, reference: Callable[[np.ndarray], dict]
                 for name, r in ref.items():
                     if got[name].shape != r.shape:
                         raise RuntimeError(f"{onnx_path}: output {name!r} has shape {got[name].shape} in ONNX "
-                                           f"Runtime but {r.shape} in PyTorch for {_items(x)} inputs")
+                                           f"Runtime but {r.shape} in PyTorch for {count(x)} inputs")
                     acc = accs.setdefault(name, ErrorAccumulator(keypoints=decoded_kpts and name == KEYPOINTS))
                     acc.add(task.compare_view(name, r), task.compare_view(name, got[name]))
             if accs:
@@ -391,18 +351,3 @@ def parity_report(onnx_path: str | Path, reference: Callable[[np.ndarray], dict]
     finally:
         backend.close()
     return out
-
-
-def _io_shapes(path: Path) -> dict[str, Any]:
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-
-    def dims(vi: Any) -> list[Any]:
-        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-
-    def dtype(vi: Any) -> str:
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
-
-    return dict(inputs=[dict(name=i.name, shape=dims(i), dtype=dtype(i)) for i in m.graph.input],
-                outputs=[dict(name=o.name, shape=dims(o), dtype=dtype(o)) for o in m.graph.output])

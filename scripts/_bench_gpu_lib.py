@@ -84,11 +84,17 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
     return summarize(times_ms)
 
 
-def sample_dataset(cfg: Any, work: Path | None = None, copies: int = 1) -> Any:
-    """The shared COCO sample with GT boxes; with ``copies`` > 1 every annotation repeated (new ids)."""
+def sample_dataset(cfg: Any, work: Path | None = None, copies: int = 1, det: bool = False) -> Any:
+    """The shared COCO sample with GT boxes (``det``: its detections); with ``copies`` > 1 every annotation (every
+    detection) repeated."""
     from srpose.data import TopDownCocoDataset
 
     ann = SHARED / "test_coco.json"
+    if det:
+        dets = json.loads((SHARED / "test_coco_det_AP_H_56.json").read_text()) * max(1, copies)
+        path = (work or Path(".")) / f"coco_det_x{copies}.json"
+        path.write_text(json.dumps(dets))
+        return TopDownCocoDataset(ann, SHARED, cfg.data, det_file=path, use_gt_bbox=False)
     if copies > 1 and work is not None:
         data = json.loads(ann.read_text())
         anns = [{**a, "id": i * len(data["annotations"]) + j + 1} for i in range(copies)

@@ -119,6 +119,11 @@ _SECTIONS: List[Tuple[str, str, List[Column]]] = [
         ("compute_floor_ms", "compute floor ms", ".3f"), ("memory_floor_ms", "memory floor ms", ".3f"),
         ("measured_ms", "measured ms", ".3f"), ("over_compute", "measured / compute", ".2f"),
         ("over_memory", "measured / memory", ".2f")]),
+    ("image", "Image-to-keypoints graph (crop, flip test and decoding on the device)", [
+        ("model", "model", ""), ("precision", "precision", ""), ("kind", "measure", ""), ("persons", "persons", "d"),
+        ("median_ms", "median ms", ".3f"), ("p99_ms", "p99 ms", ".3f"), ("persons_per_s", "persons/s", ".1f"),
+        ("image_persons_per_s", "e2e persons/s (image graph)", ".1f"),
+        ("host_persons_per_s", "e2e persons/s (host pipeline)", ".1f"), ("speedup", "speed-up", ".2f")]),
 ]
 
 

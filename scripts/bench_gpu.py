@@ -5,8 +5,9 @@ Sections (``--sections``): ``accuracy`` (torch backend fp32 / fp16 autocast / fp
 CPU fp32 reference on the shared COCO sample: heatmap and keypoint error), ``decoder`` (torch decoder on the device
 against the numpy decoder: same keypoints, time per batch of 32), ``latency`` (the six models, eager / CUDA graphs /
 ``torch.compile``, CUDA-event median and p99), ``e2e`` (images/s through the evaluator), ``ort`` (ONNX Runtime's CUDA
-provider on the exported fp32 / fp16 graphs against torch CUDA) and ``floors`` (compute and memory floors of
-``res50_srpose_coco_256x192`` at batch 128 fp16 against the measured time).
+provider on the exported fp32 / fp16 graphs against torch CUDA), ``floors`` (compute and memory floors of
+``res50_srpose_coco_256x192`` at batch 128 fp16 against the measured time) and ``image`` (the image-to-keypoints
+graph: latency per persons in one 640x480 image, and persons/s through the evaluator against the host pipeline).
 
 ``--device cpu --quick`` runs every section end to end in seconds at tiny sizes: what needs CUDA is skipped with the
 reason, the rest runs on honest CPU stand-ins (wall timing, fp32, the CPU matmul rate and copy bandwidth).
@@ -47,7 +48,7 @@ from _bench_gpu_report import SECTION, render  # noqa: E402
 MODELS = ("res50_coco_256x192", "res50_srpose_coco_256x192", "hrnet_w32_coco_256x192",
           "hrnet_w32_srpose_coco_256x192", "hrt_small_coco_256x192", "hrt_small_srpose_coco_256x192")
 FLOOR_MODEL = "res50_srpose_coco_256x192"
-SECTIONS = ("accuracy", "decoder", "latency", "e2e", "ort", "floors")
+SECTIONS = ("accuracy", "decoder", "latency", "e2e", "ort", "floors", "image")
 ACC_PRECISIONS = ("fp32", "fp16", "fp16-weights", "bf16")  # TorchBackend's names: autocast fp16, half weights
 LAT_PRECISIONS = ("fp32", "fp16-weights")
 MODES = ("eager", "cuda_graph", "compile")
@@ -257,6 +258,47 @@ def bench_floors(plan: SimpleNamespace, latency: Dict[str, Any] | None) -> Dict[
         f"(torch FlopCounterMode / 2). Memory floor: {TRAFFIC_NOTE}. Measured: {source}."]}
 
 
+def bench_image(plan: SimpleNamespace, work: Path) -> Dict[str, Any]:
+    """The image-to-keypoints graph in torch on the device (crop, flip test and decoding in the graph): latency per
+    persons count of one 640x480 image, and persons/s through the evaluator (whole images, decoded once) against
+    the host pipeline (host crops, flip test and decoding) on the same detections."""
+    from srpose.eval.backends import TorchImageBackend
+    from srpose.eval.bench import image_graph_feed
+    from srpose.eval.evaluator import EvalOptions, evaluate
+    from srpose.tasks import task_for
+
+    rows: List[Dict[str, Any]] = []
+    name = FLOOR_MODEL
+    cfg, model = lib.build(name, plan.size)
+    task = task_for(cfg)
+    precisions = LAT_PRECISIONS[:1] + (("fp16",) if is_cuda(plan.device) else ())
+    for prec in precisions:
+        be = TorchImageBackend(copy.deepcopy(model), task, device=plan.device, precision=prec)
+        prof = lib.profile(be, (3, 480, 640), plan.image_persons, plan,
+                           lambda shape, rng: image_graph_feed(task, be.card, shape, rng))
+        rows += [{"model": name, "precision": prec, "kind": "latency", "persons": r["batch"],
+                  "median_ms": r["median_ms"], "p99_ms": r["p99_ms"], "persons_per_s": r["batch"] * 1e3 /
+                  r["median_ms"], "latency_source": r["latency_source"], "status": "ok"} for r in prof]
+        ds = lib.sample_dataset(cfg, work, plan.copies, det=True)
+        opts = EvalOptions(batch_size=plan.e2e_batch, workers=plan.workers, progress=False)
+        image = evaluate(task, be, ds, opts)
+        be.close()
+        host = lib.torch_backend(copy.deepcopy(model), plan.device, prec)
+        crop = evaluate(task, host, ds, opts)
+        host.close()
+        rows.append({"model": name, "precision": prec, "kind": "e2e", "persons": len(ds),
+                     "image_persons_per_s": image.images_per_s, "host_persons_per_s": crop.images_per_s,
+                     "speedup": image.images_per_s / crop.images_per_s, "status": "ok"})
+        log(f"image {name} {prec}: {image.images_per_s:.0f} persons/s end to end vs {crop.images_per_s:.0f} (host)")
+        release(plan.device)
+    return {"status": "ok", "rows": rows, "notes": [
+        "The image-to-keypoints graph run in torch (what `srpose export --image-input` exports; TensorRT is not "
+        "installed on the lent machine): uint8 images and boxes in, keypoints in image pixels out. Latency: one "
+        f"640x480 image with that many persons. End to end: the COCO sample's detections x {plan.copies}, "
+        f"{plan.workers} data-loader workers, the config's flip test; host = the same model with host crops, host "
+        "flip test and host decoding. fp16: autocast for the network, the crop geometry and decoding in float32."]}
+
+
 # ---- main ----
 def _plan(args: argparse.Namespace, dev: torch.device) -> SimpleNamespace:
     """Sizes and repetitions: ``--quick`` is a seconds-long smoke run, the default the full GPU measurement."""
@@ -267,12 +309,13 @@ def _plan(args: argparse.Namespace, dev: torch.device) -> SimpleNamespace:
         vars(p).update(size=QUICK_SIZE, latency_models=p.models[:2], batches=[1, 2], warmup_s=0.02, duration_s=0.1,
                        min_iters=3, runs=3, compile_budget_s=0.0, e2e_models=srpose_models[:1], copies=1,
                        e2e_batch=8, workers=0, ort_models=[FLOOR_MODEL], ort_batches=[1, 2], floor_batch=2,
-                       copy_bytes=(256 if cuda else 32) * mib)
+                       copy_bytes=(256 if cuda else 32) * mib, image_persons=[1, 4])
     else:
         vars(p).update(size=None, latency_models=p.models, batches=[1, 8, 32, 128], warmup_s=0.3, duration_s=1.0,
                        min_iters=10, runs=20, compile_budget_s=120.0, e2e_models=p.models, copies=64, e2e_batch=32,
                        workers=min(8, os.cpu_count() or 1), ort_models=[FLOOR_MODEL, "hrnet_w32_srpose_coco_256x192"],
-                       ort_batches=[1, 32], floor_batch=128, copy_bytes=(1024 if cuda else 256) * mib)
+                       ort_batches=[1, 32], floor_batch=128, copy_bytes=(1024 if cuda else 256) * mib,
+                       image_persons=[1, 8, 32, 128])
     p.batches = args.batches or p.batches
     p.ort_models = args.ort_models or p.ort_models
     p.compile_budget_s = p.compile_budget_s if args.compile_budget_s is None else args.compile_budget_s
@@ -286,11 +329,12 @@ def run(plan: SimpleNamespace, sections: Sequence[str]) -> Dict[str, Any]:
         work = Path(tmp)
         jobs = {"accuracy": lambda: bench_accuracy(plan), "decoder": lambda: bench_decoder(plan),
                 "latency": lambda: bench_latency(plan), "e2e": lambda: bench_e2e(plan, work),
-                "ort": lambda: bench_ort(plan, work), "floors": lambda: bench_floors(plan, out.get("latency"))}
+                "ort": lambda: bench_ort(plan, work), "floors": lambda: bench_floors(plan, out.get("latency")),
+                "image": lambda: bench_image(plan, work)}
         for key in SECTIONS:
             if key not in sections:
                 out[key] = {"status": "skipped", "reason": "not in --sections", "rows": []}
-            elif key in ("accuracy", "e2e") and not SHARED.is_dir():
+            elif key in ("accuracy", "e2e", "image") and not SHARED.is_dir():
                 out[key] = {"status": "skipped", "reason": f"{SHARED} is absent", "rows": []}
             else:
                 t0 = time.perf_counter()

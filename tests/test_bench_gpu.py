@@ -11,7 +11,7 @@ import pytest
 import torch
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_gpu.py"
-SECTIONS = ("accuracy", "decoder", "latency", "e2e", "ort", "floors")
+SECTIONS = ("accuracy", "decoder", "latency", "e2e", "ort", "floors", "image")
 
 
 def _run(device: str, out: Path) -> dict:
@@ -57,6 +57,12 @@ def _check_common(res: dict) -> None:
     assert floor["measured_ms"] >= 0.3 * max(floor["compute_floor_ms"], floor["memory_floor_ms"])
     e2e = _ok(secs["e2e"])
     assert e2e and all(r["images_per_s"] > 0 and r["persons"] > 0 for r in e2e)
+    image = _ok(secs["image"])  # #20: the image-to-keypoints graph on the device, latency and end to end
+    lat_rows = [r for r in image if r["kind"] == "latency"]
+    assert {r["persons"] for r in lat_rows} == {1, 4} and all(r["persons_per_s"] > 0 for r in lat_rows)
+    e2e_rows = [r for r in image if r["kind"] == "e2e"]
+    assert e2e_rows and all(r["image_persons_per_s"] > 0 and r["host_persons_per_s"] > 0 and r["persons"] == 118
+                            for r in e2e_rows)
 
 
 def test_bench_gpu_cpu_quick(tmp_path: Path, coco_sample: dict) -> None:  # coco_sample: skips without ../shared
@@ -101,3 +107,4 @@ def test_bench_gpu_cuda_quick(tmp_path: Path, coco_sample: dict) -> None:
     assert {r["precision"] for r in lat} == {"fp32", "fp16-weights"}
     assert all(r["copy_ms"] > 0 for r in secs["decoder"]["rows"] if r["data"] == "random")
     assert secs["floors"]["rows"][0]["precision"] == "fp16-weights"
+    assert {r["precision"] for r in _ok(secs["image"])} == {"fp32", "fp16"}

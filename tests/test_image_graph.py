@@ -267,3 +267,20 @@ def test_export_cli_writes_image_graphs_with_their_report(tmp_path: Path) -> Non
         assert [i["name"] for i in entry["inputs"]] == [IMAGES, BOXES, BOX_IMAGE]
         assert entry["parity"]["random"][KEYPOINTS]["max_abs"] < (1e-2 if entry["precision"] == "fp32" else 50)
         assert read_card(out / entry["file"]).hw_profile == ((32, 32), (240, 320), (640, 640))
+
+
+def test_torch_image_backend_equals_the_exported_graph(coco_sample: dict) -> None:
+    """The PyTorch model run as its image graph (no export) gives the exported graph's keypoints in the
+    evaluator."""
+    from srpose.eval.backends import TorchImageBackend
+
+    path, model, cfg = cached_image_graph()
+    task = task_for(cfg)
+    ds = task.dataset(str(coco_sample["ann"]), str(coco_sample["images"]), gt_bbox=True)
+    be = TorchImageBackend(model, task, flip=True)
+    assert be.image_input and be.card.flip and be.card.output_kind == "people"
+    got = evaluate(task, be, ds, EvalOptions(progress=False, workers=0))
+    want = evaluate(task, open_backend(path), ds, EvalOptions(progress=False, workers=0))
+    np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+    with pytest.raises(ValueError, match="fp16 on a CUDA device"):
+        TorchImageBackend(model, task, precision="fp16")

@@ -42,8 +42,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         ds = sample_dataset(task, shared)
         onnx = export_onnx(mean_pose_model(cfg, task, ds), cfg, root / f"{cfg.name}.onnx", batch=(1, 8, 32))
         image = write_image_graph(onnx, root / f"{cfg.name}_image.onnx", ImageGraphOptions(flip=None))
-        wrapped = write_repository(onnx, RepositoryOptions(out=repo, runtime="python-onnxruntime"))
-        crops = write_repository(onnx, RepositoryOptions(out=repo, runtime="python-onnxruntime", crop_input=True,
+        # what `srpose triton` does by default (the image graph) and with --crop-input (the crop graph itself)
+        wrapped = write_repository(image, RepositoryOptions(out=repo, runtime="python-onnxruntime"), source=onnx)
+        crops = write_repository(onnx, RepositoryOptions(out=repo, runtime="python-onnxruntime",
                                                          name=f"{cfg.name}_crops"))
         assert wrapped.wrapped and not crops.wrapped
         models[name] = dict(task=task, onnx=onnx, image=image, ensembles=dict(image=wrapped.ensemble,

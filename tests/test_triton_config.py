@@ -23,16 +23,15 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 
 CASES = {
     "top-down, python-onnxruntime": lambda tmp: (cached_export("hrnet", "sr", batch=(1, 8, 32))[0],
-                                                  dict(runtime="python-onnxruntime", crop_input=True)),
+                                                  dict(runtime="python-onnxruntime")),
     "top-down, onnxruntime_onnx, no server flip": lambda tmp: (cached_export("hrnet", "sr", batch=(1, 8, 32))[0],
-                                                                dict(flip=False, instances=2, crop_input=True)),
+                                                                dict(flip=False, instances=2)),
     "top-down decoded, onnxruntime_onnx": lambda tmp: (cached_export("hrnet", "sr", decode=True, flip=True)[0],
-                                                       dict(crop_input=True)),
+                                                       {}),
     "top-down, tensorrt_plan": lambda tmp: (fake_engine(cached_export("hrnet", "sr", batch=(1, 8, 32))[0], tmp / "m.engine"), {}),
-    "top-down image graph, onnxruntime_onnx + TensorRT accelerator": lambda tmp: (
-        cached_export("hrnet", "sr", batch=(1, 8, 32))[0], {}),
-    "top-down image graph, python-onnxruntime": lambda tmp: (
-        cached_export("hrnet", "sr", batch=(1, 8, 32))[0], dict(runtime="python-onnxruntime")),
+    "top-down image graph, onnxruntime_onnx + TensorRT accelerator": lambda tmp: (cached_image_graph()[0], {}),
+    "top-down image graph, python-onnxruntime": lambda tmp: (cached_image_graph()[0],
+                                                              dict(runtime="python-onnxruntime")),
     "top-down image graph, tensorrt_plan": lambda tmp: (fake_engine(cached_image_graph()[0], tmp / "i.engine"), {}),
     "bottom-up decoded, onnxruntime_onnx": lambda tmp: (cached_export("bottom-up", "sr", decode=True, flip=True)[0],
                                                         {}),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _export_utils import cached_export
+from _export_utils import cached_export, cached_image_graph
 from _triton_utils import fake_engine
 from srpose.card import read_card
 from srpose.cli import main
@@ -38,8 +38,7 @@ def _config(repo: Path, model: str) -> str:
 
 
 def test_top_down_repository_layout_and_configs(td_onnx: Path, tmp_path: Path) -> None:
-    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime",
-                                                      crop_input=True))
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
     repo = Path(rep.repo)
     name = rep.ensemble
     assert rep.models == {"ensemble": name, "preprocess": f"{name}_preprocess", "network": f"{name}_network",
@@ -67,16 +66,15 @@ def test_top_down_repository_layout_and_configs(td_onnx: Path, tmp_path: Path) -
 
 def test_onnxruntime_runtime_and_name_clash(td_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    rep = write_repository(td_onnx, RepositoryOptions(out=repo, flip=False, max_queue_delay_us=500, instances=2,
-                                                      crop_input=True))
+    rep = write_repository(td_onnx, RepositoryOptions(out=repo, flip=False, max_queue_delay_us=500, instances=2))
     net = _config(repo, rep.models["network"])
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2" in net and "max_queue_delay_microseconds: 500" in net
     assert "kind: KIND_AUTO" in net and 'name : "tensorrt"' in net  # a GPU where the server has one
     assert not (repo / rep.models["network"] / "1" / "model.py").exists()
     assert (rep.server_flip, rep.max_persons) == (False, 32)
     with pytest.raises(ValueError, match="--force"):
-        write_repository(td_onnx, RepositoryOptions(out=repo, crop_input=True))
-    write_repository(td_onnx, RepositoryOptions(out=repo, force=True, name="other", crop_input=True))
+        write_repository(td_onnx, RepositoryOptions(out=repo))
+    write_repository(td_onnx, RepositoryOptions(out=repo, force=True, name="other"))
     assert {m["ensemble"] for m in json.loads((repo / "srpose_models.json").read_text())["models"]} == \
         {rep.ensemble, "other"}
     with pytest.raises(ValueError, match="python-onnxruntime runs ONNX Runtime on the CPU"):
@@ -135,7 +133,9 @@ def test_serve_refuses_models_whose_backend_the_server_lacks(td_onnx: Path, tmp_
     ort = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "ort"))
     py = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "py", runtime="python-onnxruntime"))
     trt = write_repository(fake_engine(td_onnx, tmp_path / "m.engine"), RepositoryOptions(out=tmp_path / "trt"))
-    assert sorted(repository_backends([ort.repo]).values()) == ["onnxruntime", "python"]  # image graph: no post
+    assert sorted(repository_backends([ort.repo]).values()) == ["onnxruntime", "python", "python"]
+    image = write_repository(cached_image_graph()[0], RepositoryOptions(out=tmp_path / "image"))
+    assert sorted(repository_backends([image.repo]).values()) == ["onnxruntime", "python"]  # no post-processing
     check_backends([py.repo], bundled)
     check_backends([ort.repo, trt.repo], ServerInstall(binary=tmp_path / "x", source="PATH", python={}))  # unknown
     with pytest.raises(RuntimeError) as err:
@@ -238,8 +238,7 @@ def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tm
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
     from srpose.tasks._rescore import rescore
 
-    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime",
-                                                      crop_input=True))
+    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
     fake = tmp_path / "fake"
     fake.mkdir()
     shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
@@ -277,6 +276,9 @@ def test_crop_graphs_are_served_as_image_graphs(td_onnx: Path, tmp_path: Path, c
     assert main(["triton", str(td_onnx), "--out", str(tmp_path / "repo")]) == 0
     text = capsys.readouterr().out
     assert "served as the image-to-keypoints graph" in text and "check the boxes" in text
+    assert main(["triton", str(td_onnx), "--out", str(tmp_path / "crops"), "--crop-input"]) == 0
+    crops = json.loads((tmp_path / "crops" / "srpose_models.json").read_text())["models"][0]
+    assert "postprocess" in crops["models"] and not crops["image_input"] and not crops["wrapped"]
     rep = json.loads((tmp_path / "repo" / "srpose_models.json").read_text())["models"][0]
     assert sorted(rep["models"]) == ["ensemble", "network", "preprocess"] and rep["image_input"]
     assert rep["max_batch_size"] == 0 and rep["max_persons"] == 128 and rep["flip_in_graph"]
@@ -300,13 +302,14 @@ def test_accelerator_precision_follows_the_graph(tmp_path: Path) -> None:
     from srpose.export.fp16 import convert_fp16
 
     convert_fp16(cached_export("hrnet", "sr", batch=(1, 8, 32))[0], fp16)
-    crop = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r", crop_input=True))
+    crop = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r"))
     assert 'value: "FP16"' in tensorrt_accelerator(crop)
-    cpu = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r", crop_input=True, device="cpu"))
+    cpu = plan_repository(fp16, RepositoryOptions(out=tmp_path / "r", device="cpu"))
     assert tensorrt_accelerator(cpu) is None  # CPU instances: no GPU accelerator
     from srpose.export.image_graph import write_image_graph
 
     image = plan_repository(write_image_graph(fp16, tmp_path / "i.fp16.onnx"), RepositoryOptions(out=tmp_path / "r"))
+    assert image.card.image_input
     assert 'value: "FP32"' in tensorrt_accelerator(image)  # weak typing would put the crop geometry in FP16
 
 
@@ -334,7 +337,9 @@ def test_image_graph_models_run_torch_free_and_equal_the_graph(td_onnx: Path, tm
     from srpose.data.transforms import center_scale_to_boxes
     from srpose.engines.onnxruntime import OnnxRuntimeBackend
 
-    rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
+    assert main(["triton", str(td_onnx), "--out", str(tmp_path / "repo"), "--runtime", "python-onnxruntime"]) == 0
+    rep = json.loads((tmp_path / "repo" / "srpose_models.json").read_text())["models"][0]
+    rep = type("Report", (), dict(repo=rep["repo"], ensemble=rep["ensemble"], models=rep["models"]))
     fake = tmp_path / "fake"
     fake.mkdir()
     shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-__all__ = ["implied_backend", "add_model_args", "add_data_args", "add_json_arg", "add_runtime_args", "add_calibration_args",
+__all__ = ["implied_backend", "image_graph_of", "add_model_args", "add_data_args", "add_json_arg", "add_runtime_args", "add_calibration_args",
            "publish_rows", "wxh", "batch_profile", "warn", "out_lines"]
 
 
@@ -14,6 +14,30 @@ def implied_backend(url: str | None, model_file: str | None) -> str | None:
     from srpose.engines import backend_kind
 
     return "triton" if url else backend_kind(model_file) if model_file else None
+
+
+def image_graph_of(model: str, dest: Any, *, crop_input: bool, flip: bool | None = None) -> str | None:
+    """Where a deployment command (``srpose build``, ``srpose triton``) turns a top-down crop ``.onnx`` graph into its
+    image-to-keypoints graph (crop, flip test and decoding in the network): writes it to ``dest`` and returns its
+    path; None (deploy ``model`` as it is) with ``crop_input``, for other files, and for graphs without a config.
+    ``flip``: the flip test asked for graphs without one (None: the config's); graphs that flip keep it, graphs that
+    decode without it stay without."""
+    from pathlib import Path
+
+    from srpose.card import CardError, read_card
+
+    if crop_input or Path(model).suffix != ".onnx":
+        return None
+    try:
+        card = read_card(model)
+    except (CardError, FileNotFoundError):
+        return None  # the deployment names the problem (or derives a card)
+    if card.task != "top-down" or card.image_input or not card.config:  # no config: nothing to crop with
+        return None
+    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
+
+    want = True if card.flip else (False if card.decode else flip)
+    return str(write_image_graph(model, dest, ImageGraphOptions(flip=want)))
 
 
 def add_model_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = False,

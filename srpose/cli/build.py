@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from ._args import batch_profile
+from ._args import batch_profile, image_graph_of
 
 __all__ = ["add_arguments", "run", "options_from_args", "calibration_batches", "report", "image_graph_source"]
 
@@ -88,25 +88,14 @@ def calibration_batches(args: argparse.Namespace, options: Any) -> Iterable[Any]
 def image_graph_source(args: argparse.Namespace, legacy: str | None) -> str:
     """The ONNX file to build: a top-down crop graph wrapped into its image-to-keypoints graph (written beside the
     engine as ``X.image.onnx``) unless ``--crop-input``, a legacy build, or the file is not such a graph."""
-    from srpose.card import CardError, read_card
-
-    if args.crop_input or legacy is not None:
-        return args.onnx
-    try:
-        card = read_card(args.onnx)
-    except (CardError, FileNotFoundError):
-        return args.onnx  # build_engine names the problem (or derives a card)
-    if card.task != "top-down" or card.image_input or not card.config:  # no config: nothing to crop with
-        return args.onnx
-    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
-
     out = Path(args.out)
-    image = out.with_name(out.stem + ".image.onnx")
-    flip = True if card.flip else (False if card.decode else None)  # keep what a decoding graph computes
-    write_image_graph(args.onnx, image, ImageGraphOptions(flip=flip))
+    image = image_graph_of(args.onnx, out.with_name(out.stem + ".image.onnx"),
+                           crop_input=args.crop_input or legacy is not None)
+    if image is None:
+        return args.onnx
     print(f"wrapped {args.onnx} into its image-to-keypoints graph {image} (crop, flip test and decoding in the "
           "engine; --crop-input builds the crop graph as it is)")
-    return str(image)
+    return image
 
 
 def report(card: Any, out: str) -> str:

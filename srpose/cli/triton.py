@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_json_arg
+from ._args import add_json_arg, image_graph_of
 
 __all__ = ["add_arguments", "run"]
 
@@ -63,11 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from srpose.serve.environment import container_command
     from srpose.serve.repository import RepositoryOptions, write_repository
 
-    report = write_repository(args.model_file, RepositoryOptions(
+    import tempfile
+    from pathlib import Path
+
+    options = RepositoryOptions(
         out=args.out, name=args.name, runtime=args.runtime, flip=args.flip,
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
-        python_instances=args.python_instances, device=args.device, threads=args.threads,
-        crop_input=args.crop_input, force=args.force))
+        python_instances=args.python_instances, device=args.device, threads=args.threads, force=args.force)
+    options.check()
+    with tempfile.TemporaryDirectory(prefix="srpose-triton-") as tmp:
+        image = image_graph_of(args.model_file, Path(tmp) / "image.onnx", crop_input=args.crop_input,
+                               flip=args.flip)
+        report = write_repository(image or args.model_file, options,
+                                  source=args.model_file if image else None)
     m = report.models
     flip = ("the ensemble runs the mirrored pass" if report.server_flip else
             "in the graph" if report.flip_in_graph else "off")

@@ -1,11 +1,11 @@
 """``srpose triton``: a Triton Inference Server model repository for an exported graph or a TensorRT engine.
 
-``RepositoryOptions -> write_repository(model, options) -> RepositoryReport``. A top-down crop ``.onnx`` graph is
-served as its image-to-keypoints graph (:mod:`srpose.export.image_graph`, written beside the repository's network
-as ``model.onnx``) unless ``crop_input``: then the network itself crops, flips and decodes, the pre-processing only
-decodes the image and checks the boxes, and no post-processing model exists (``NAME``, ``NAME_preprocess``,
-``NAME_network``). For crop graphs (and engines of them) and bottom-up graphs, for a model ``NAME`` (the card's
-model name unless ``name`` is given) it writes four models::
+``RepositoryOptions -> write_repository(model, options) -> RepositoryReport``. A top-down image-to-keypoints graph
+(``srpose export --image-input``, or an engine of one; ``srpose triton`` wraps crop graphs into one by default)
+crops, flips and decodes in the network: the pre-processing only decodes the image and checks the boxes, and no
+post-processing model exists (``NAME``, ``NAME_preprocess``, ``NAME_network``). For crop graphs (and engines of
+them) and bottom-up graphs, for a model ``NAME`` (the card's model name unless ``name`` is given) it writes four
+models::
 
     REPO/
       README.md, requirements.txt        how to serve; what the server's Python needs
@@ -59,8 +59,7 @@ class RepositoryOptions:
     ``instances`` / ``python_instances``: model instances of the network / of the pre- and post-processing;
     ``device``: ``cpu``, ``gpu`` or ``auto`` (a GPU where the server has one) for the network (default: gpu for
     engines, auto for ``onnxruntime``, cpu for ``python-onnxruntime``); ``threads``: ONNX Runtime intra-op threads
-    of ``python-onnxruntime``; ``crop_input``: serve a top-down crop ``.onnx`` graph as it is instead of its
-    image-to-keypoints graph; ``force``: replace models of the same names."""
+    of ``python-onnxruntime``; ``force``: replace models of the same names."""
 
     out: str | Path
     name: str | None = None
@@ -71,7 +70,6 @@ class RepositoryOptions:
     python_instances: int = 1
     device: str | None = None
     threads: int | None = None
-    crop_input: bool = False
     force: bool = False
 
     def check(self) -> None:
@@ -223,35 +221,15 @@ def plan_repository(model: str | Path, options: RepositoryOptions, *, card: Arti
                 max_persons=max_persons, threads=options.threads)
 
 
-def _image_graph_of(model: Path, options: RepositoryOptions, staging: Path) -> tuple[Path, ArtifactCard, bool]:
-    """(file to serve, its card, whether it was wrapped): a top-down crop ``.onnx`` graph becomes its
-    image-to-keypoints graph unless ``crop_input`` (or the flip the options ask for cannot be had that way)."""
-    if not model.is_file():
-        raise FileNotFoundError(f"model file {model} does not exist")
-    card = read_card(model)
-    if options.crop_input or model.suffix != ".onnx" or card.task != "top-down" or card.image_input or \
-            not card.config:
-        return model, card, False
-    from srpose.export.image_graph import ImageGraphOptions, write_image_graph
-
-    flip = True if card.flip else (False if card.decode else options.flip)
-    out = write_image_graph(model, staging / "image.onnx", ImageGraphOptions(flip=flip))
-    return out, read_card(out), True
-
-
-def write_repository(model: str | Path, options: RepositoryOptions) -> RepositoryReport:
-    """Write the models of ``model`` into ``options.out`` (see the module docstring)."""
-    options.check()
+def write_repository(model: str | Path, options: RepositoryOptions, *, source: str | Path | None = None
+                     ) -> RepositoryReport:
+    """Write the models of ``model`` into ``options.out`` (see the module docstring); ``source``: the file
+    ``model`` was made from (e.g. the crop graph an image graph wraps), named in the report and the README."""
+    plan = plan_repository(model, options)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: name a folder for the model repository")
-    work = Path(tempfile.mkdtemp(prefix=".srpose-triton-"))
-    try:
-        source, card, wrapped = _image_graph_of(Path(model), options, work)
-        plan = plan_repository(source, options, card=card)
-        return _write(out, plan, options, Path(model) if wrapped else None)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return _write(out, plan, options, None if source is None else Path(source))
 
 
 def _write(out: Path, plan: Plan, options: RepositoryOptions, wrapped: Path | None) -> RepositoryReport:

@@ -1,5 +1,6 @@
-"""Whole-image batches for top-down image-to-keypoints graphs: each JPEG decoded once (in data-loader workers), its
-persons' boxes as arrays, and the graph's inputs filled on the main thread with one copy per image.
+"""Whole-image batches for top-down image-to-keypoints graphs: each JPEG decoded once and padded into its batch's
+image array in a data-loader worker, its persons' boxes as arrays; the main thread copies each batch into the
+graph's input arrays (pinned memory for TensorRT) in one piece.
 
 A batch holds whole images: images are added while it has fewer than ``persons`` persons, never more than the
 graph's ``max_persons`` or ``max_images`` (an image with more persons than ``max_persons`` is split across
@@ -14,7 +15,8 @@ import numpy as np
 
 from srpose.card import BOX_IMAGE, BOXES, IMAGES
 
-__all__ = ["person_boxes", "plan_batches", "ImageBatches", "feed_shapes", "fill_feed", "PAD_MULTIPLE"]
+__all__ = ["person_boxes", "plan_batches", "ImageBatches", "feed_shapes", "fill_feed", "pad_images", "iterate",
+           "PAD_MULTIPLE"]
 
 #: padded image sizes are rounded up to this multiple (fewer distinct shapes for TensorRT), within the profile
 PAD_MULTIPLE = 32
@@ -67,16 +69,18 @@ def plan_batches(dataset: Any, indices: Sequence[int] | None, *, persons: int, m
 
 
 class ImageBatches:
-    """A map-style dataset of planned batches (torch ``DataLoader`` compatible): item ``i`` holds the decoded
-    images of batch ``i`` (uint8 H x W x 3 in ``pixel_format``; torch tensors when ``shared``, so loader workers hand
-    them over in shared memory) and its persons' ``boxes``, ``box_image``, ``center``, ``scale``, ``bbox_score``,
+    """A map-style dataset of planned batches (torch ``DataLoader`` compatible): item ``i`` holds the images of batch
+    ``i`` decoded (``pixel_format``) and zero-padded into one uint8 array B x H x W x 3 (sizes rounded up as
+    :func:`feed_shapes` says, within ``hw_max``; a torch tensor when ``shared``, so loader workers hand it over in
+    shared memory in one piece) and its persons' ``boxes``, ``box_image``, ``center``, ``scale``, ``bbox_score``,
     ``image_id`` and ``idx`` arrays."""
 
     def __init__(self, dataset: Any, plans: list[list[tuple[str, np.ndarray]]], *, pixel_format: str = "bgr",
-                 shared: bool = False) -> None:
+                 hw_max: tuple[int, int] | None = None, shared: bool = False) -> None:
         self.img_dir = Path(dataset.img_dir)
         self.plans = plans
         self.pixel_format = pixel_format
+        self.hw_max = hw_max
         self.shared = shared
         recs = dataset.records
         self.boxes = person_boxes(dataset)
@@ -94,20 +98,25 @@ class ImageBatches:
         from srpose.data.transforms import read_image
 
         plan = self.plans[i]
-        images, decoded = [], {}
+        decoded: dict[str, np.ndarray] = {}
         for name, _ in plan:
             if name not in decoded:
                 decoded[name] = read_image(self.img_dir / name, self.pixel_format)
-            images.append(decoded[name])
         idx = np.concatenate([ix for _, ix in plan])
         box_image = np.concatenate([np.full(len(ix), b, np.int32) for b, (_, ix) in enumerate(plan)])
+        batch: dict[str, Any] = dict(images=[decoded[name] for name, _ in plan], boxes=self.boxes[idx],
+                                     box_image=box_image, center=self.center[idx], scale=self.scale[idx],
+                                     bbox_score=self.boxes[idx, 4].astype(np.float64), image_id=self.image_id[idx],
+                                     idx=idx, image_file=[name for name, _ in plan])
+        padded = np.empty(feed_shapes(batch, self.hw_max)[IMAGES], np.uint8)
+        pad_images(batch["images"], padded)
+        batch["image_sizes"] = np.array([im.shape[:2] for im in batch["images"]], np.int64)
+        batch["images"] = padded
         if self.shared:
             import torch
 
-            images = [torch.from_numpy(im) for im in images]
-        return dict(images=images, boxes=self.boxes[idx], box_image=box_image, center=self.center[idx],
-                    scale=self.scale[idx], bbox_score=self.boxes[idx, 4].astype(np.float64),
-                    image_id=self.image_id[idx], idx=idx, image_file=[name for name, _ in plan])
+            batch["images"] = torch.from_numpy(padded)
+        return batch
 
 
 def _round_up(v: int, multiple: int, limit: int | None) -> int:
@@ -118,25 +127,37 @@ def _round_up(v: int, multiple: int, limit: int | None) -> int:
 def feed_shapes(batch: Mapping[str, Any], hw_max: tuple[int, int] | None = None,
                 multiple: int = PAD_MULTIPLE) -> dict[str, tuple[int, ...]]:
     """Input shapes of an image batch: its images padded to a common H x W (rounded up to ``multiple`` while it
-    stays within ``hw_max``)."""
-    hs = [int(im.shape[0]) for im in batch["images"]]
-    ws = [int(im.shape[1]) for im in batch["images"]]
+    stays within ``hw_max``); an already padded batch keeps its array's shape."""
+    p = len(batch["idx"])
+    images = batch["images"]
+    if not isinstance(images, (list, tuple)):  # padded by the loader
+        return {IMAGES: tuple(int(v) for v in images.shape), BOXES: (p, 5), BOX_IMAGE: (p,)}
+    hs = [int(im.shape[0]) for im in images]
+    ws = [int(im.shape[1]) for im in images]
     lim_h, lim_w = hw_max if hw_max is not None else (None, None)
     h, w = _round_up(max(hs), multiple, lim_h), _round_up(max(ws), multiple, lim_w)
-    p = len(batch["idx"])
     return {IMAGES: (len(hs), h, w, 3), BOXES: (p, 5), BOX_IMAGE: (p,)}
 
 
-def fill_feed(batch: Mapping[str, Any], feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Write an image batch into the graph's input arrays ``feed`` (e.g. a backend's pinned buffers): each image
-    once, into its zero-padded slot; returns ``feed``."""
-    dst = feed[IMAGES]
-    for b, im in enumerate(batch["images"]):
+def pad_images(images: Any, dst: np.ndarray) -> np.ndarray:
+    """Each image into its zero-padded slot of ``dst`` (B x H x W x 3)."""
+    for b, im in enumerate(images):
         a = im.numpy() if hasattr(im, "numpy") else np.asarray(im)
         h, w = a.shape[:2]
         dst[b, :h, :w] = a
         dst[b, h:] = 0
         dst[b, :h, w:] = 0
+    return dst
+
+
+def fill_feed(batch: Mapping[str, Any], feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Write an image batch into the graph's input arrays ``feed`` (e.g. a backend's pinned buffers): a padded batch
+    in one copy, a list of images each into its zero-padded slot; returns ``feed``."""
+    images = batch["images"]
+    if isinstance(images, (list, tuple)):
+        pad_images(images, feed[IMAGES])
+    else:
+        np.copyto(feed[IMAGES], images.numpy() if hasattr(images, "numpy") else images)
     feed[BOXES][...] = batch["boxes"]
     feed[BOX_IMAGE][...] = batch["box_image"]
     return dict(feed)

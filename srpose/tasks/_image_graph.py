@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["BoxGeometry", "ImageCrops", "ImagePeople", "ImageNormalize", "channel_order"]
+__all__ = ["BoxGeometry", "ImageCrops", "ImagePeople", "ImageNormalize", "ImageToKeypoints", "channel_order"]
 
 PIXEL_STD = 200.0
 
@@ -146,3 +146,18 @@ class ImageNormalize(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(torch.float32).permute(0, 3, 1, 2)
         return x.index_select(1, self.order) * self.gain + self.bias
+
+
+class ImageToKeypoints(nn.Module):
+    """``pre`` -> ``network`` (last output when it returns several) -> ``post`` (given the boxes, top-down): an image
+    graph in PyTorch, e.g. as the parity reference or a torch backend of image inputs."""
+
+    def __init__(self, pre: nn.Module, network: nn.Module, post: nn.Module | None) -> None:
+        super().__init__()
+        self.pre, self.network, self.post = pre, network, post
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        y = self.network(self.pre(*inputs))
+        if isinstance(y, (list, tuple)) and self.post is not None:
+            y = y[-1]
+        return y if self.post is None else self.post(y, inputs[1])

@@ -208,21 +208,26 @@ class PoseTask(ABC):
             return self.reference(model, flip=card.flip, decode=card.decode)
         import torch
 
-        pre, post = self.image_graph_parts(flip=card.flip, pixel_format=card.pixel_format or "bgr")
-        net = self.graph(model, flip=False, decode=False) if post is not None else \
-            self.graph(model, flip=card.flip, decode=card.decode)
-        net.eval()
+        module = self.image_module(model, card)
 
         def run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in card.input_names]
             with torch.no_grad():
-                out = net(pre(*args))
-                if post is not None:
-                    out = post(out, *args[1:2])
+                out = module(*args)
             outs = out if isinstance(out, (tuple, list)) else (out,)
             return {n: o.float().numpy() for n, o in zip(card.output_names, outs)}
 
         return run
+
+    def image_module(self, model: "nn.Module", card: ArtifactCard) -> "nn.Module":
+        """``model`` as the image-to-keypoints graph of ``card`` computes it, in PyTorch (eval mode): the graph's
+        inputs in (tensors, in ``card.input_names`` order), its outputs out."""
+        from ._image_graph import ImageToKeypoints
+
+        pre, post = self.image_graph_parts(flip=card.flip, pixel_format=card.pixel_format or "bgr")
+        net = self.graph(model, flip=False, decode=False) if post is not None else \
+            self.graph(model, flip=card.flip, decode=card.decode)
+        return ImageToKeypoints(pre, net, post).eval()
 
     def reference(self, model: "nn.Module", *, flip: bool, decode: bool) -> Callable[[np.ndarray], dict]:
         """PyTorch eager of :meth:`graph`: images -> ``{output name: array}``, for parity checks."""

@@ -167,15 +167,15 @@ class TopDownTask(PoseTask):
 
         plans = plan_batches(dataset, indices, persons=batch_size, max_persons=card.batch[2],
                              max_images=(card.image_batch or (1, 1, 1))[2])
-        yield from iterate(ImageBatches(dataset, plans, pixel_format=card.pixel_format or "bgr"), workers)
+        hw_max = tuple(card.hw_profile[2]) if card.hw_profile else None
+        yield from iterate(ImageBatches(dataset, plans, pixel_format=card.pixel_format or "bgr", hw_max=hw_max),
+                           workers)
 
     def image_feed(self, backend: Any, batch: Batch) -> dict[str, np.ndarray]:
         """The graph inputs of an image batch, written into ``backend.input_arrays`` (pinned memory for TensorRT)."""
         from ._image_batches import feed_shapes, fill_feed
 
-        card = backend.card
-        hw_max = tuple(card.hw_profile[2]) if card is not None and card.hw_profile else None
-        return fill_feed(batch, backend.input_arrays(feed_shapes(batch, hw_max)))
+        return fill_feed(batch, backend.input_arrays(feed_shapes(batch)))
 
     # ------------------------------------------------------------------------------------------ inference
     def infer(self, backend: Any, batch: Batch, *, flip: bool) -> tuple[dict[str, np.ndarray], float]:
