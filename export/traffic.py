@@ -128,9 +128,9 @@ class _Graph:
             for t in dict.fromkeys(n.input):
                 if t and t not in self.consts:
                     self.readers.setdefault(self.root(t), []).append(n)
-        self.depth: dict[str, int] = {}
+        self.depth: dict[int, int] = {}  # id(node) -> longest path from the inputs
         for n in self.nodes:
-            self.depth[n.name] = 1 + max((self.depth[self.producer[t].name] for t in n.input if t in self.producer),
+            self.depth[id(n)] = 1 + max((self.depth[id(self.producer[t])] for t in n.input if t in self.producer),
                                          default=0)
 
     def root(self, t: str) -> str:
@@ -139,19 +139,19 @@ class _Graph:
     def numel(self, t: str) -> int:
         return math.prod(self.shape.get(t) or [0])
 
-    def kernels(self) -> dict[str, int]:
-        """node name -> kernel id (fused nodes share one)."""
-        group: dict[str, int] = {}
+    def kernels(self) -> dict[int, int]:
+        """id(node) -> kernel id (fused nodes share one)."""
+        group: dict[int, int] = {}
         self.weighted: set[int] = set()
         for n in self.nodes:
             if n.op_type in _ALIAS or n.op_type in ("Shape", "Constant", "Concat"):
                 continue
-            group[n.name] = self._fused_into(n, group)
+            group[id(n)] = self._fused_into(n, group)
             if n.op_type in _WEIGHTED:
-                self.weighted.add(group[n.name])
+                self.weighted.add(group[id(n)])
         return group
 
-    def _fused_into(self, n: Any, group: dict[str, int]) -> int:
+    def _fused_into(self, n: Any, group: dict[int, int]) -> int:
         """The kernel ``n`` joins: its main input's, when it is an epilogue of it, else a new one."""
         own = len(group) + 1_000_000
         if n.op_type not in _POINTWISE and n.op_type not in _CONVERT:
@@ -159,31 +159,31 @@ class _Graph:
         cands = []
         for t in n.input:
             p = self.producer.get(self.root(t)) if t and t not in self.consts else None
-            if p is not None and p.name in group and all(r.op_type in _POINTWISE | _CONVERT
+            if p is not None and id(p) in group and all(r.op_type in _POINTWISE | _CONVERT
                                                          for r in self.readers.get(self.root(t), [])):
                 cands.append(p)
         if not cands:
             return own
-        main = max(cands, key=lambda p: self.depth[p.name])
-        k = group[main.name]
+        main = max(cands, key=lambda p: self.depth[id(p)])
+        k = group[id(main)]
         outside = [t for t in n.input if t and t not in self.consts
-                   and group.get(getattr(self.producer.get(self.root(t)), "name", ""), -1) != k]
+                   and group.get(id(self.producer.get(self.root(t))), -1) != k]
         return k if not (k in self.weighted and len(outside) > 1) else own
 
-    def is_written(self, t: str, group: dict[str, int]) -> bool:
+    def is_written(self, t: str, group: dict[int, int]) -> bool:
         """Whether physical tensor ``t`` leaves its kernel: a graph output, or read by another kernel (a Concat
         counts: it is written into the Concat's buffer)."""
         if t in self.graph_outputs or any(self.root(o) == t for o in self.graph_outputs):
             return True
         p = self.producer[t]
-        k = group.get(p.name)
+        k = group.get(id(p))
         src = self.root(p.input[0]) if p.op_type in _CONVERT else None
         if src in self.producer and self.producer[src].op_type == "Concat" and len(self.readers.get(src, [])) == 1:
             return False  # a Q / Cast of a Concat: propagated back to the Concat's inputs (stored_type)
         readers = self.readers.get(t, [])
-        if len(readers) == 1 and readers[0].op_type in _CONVERT and group.get(readers[0].name) == k:
+        if len(readers) == 1 and readers[0].op_type in _CONVERT and group.get(id(readers[0])) == k:
             return False  # converted in its producer: the converted tensor is the one written
-        return any(r.op_type == "Concat" or group.get(r.name) != k for r in readers)
+        return any(r.op_type == "Concat" or group.get(id(r)) != k for r in readers)
 
     def stored_type(self, t: str) -> int:
         """The element type ``t`` is written in: its own, or that of the Q / Cast reading the Concat it feeds."""

@@ -154,3 +154,30 @@ def test_bytes_moved_targets_on_the_demo_model_and_res50_srpose(tmp: Path, name:
     bound = {"res18w16_srpose_coco_96x64": 0.90, "res50_srpose_coco_256x192": 0.83}[name]
     assert t8.total / t16.total <= bound, (t8.summary(), t16.summary())
     assert t16.total / t32.total <= 0.55, (t16.summary(), t32.summary())
+
+
+def test_traffic_counts_what_a_fused_engine_writes() -> None:
+    """Conv -> ReLU -> Q fuse (int8 written once); a Concat writes nothing and its Q is propagated to its inputs;
+    a tensor read by a Q and by another kernel is written twice; the graph's output is counted apart."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    w = nh.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
+    s, z = nh.from_array(np.array(0.1, np.float32), "s"), nh.from_array(np.array(0, np.int8), "z")
+    nodes = [h.make_node("Conv", ["x", "w"], ["a"]), h.make_node("Relu", ["a"], ["r"]),
+             h.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"]), h.make_node("DequantizeLinear", ["rq", "s", "z"],
+                                                                                 ["rd"]),
+             h.make_node("Conv", ["rd", "w"], ["b"]), h.make_node("Conv", ["rd", "w"], ["c"]),
+             h.make_node("Concat", ["b", "c"], ["bc"], axis=1), h.make_node("QuantizeLinear", ["bc", "s", "z"], ["q2"]),
+             h.make_node("DequantizeLinear", ["q2", "s", "z"], ["d2"]),
+             h.make_node("Conv", ["d2", nh.from_array(np.ones((4, 8, 1, 1), np.float32), "w2").name], ["e"]),
+             h.make_node("Relu", ["e"], ["y"]), h.make_node("Add", ["e", "e"], ["y2"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 4, 8, 8])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("y2", T.FLOAT, None)],
+                         [w, s, z, nh.from_array(np.ones((4, 8, 1, 1), np.float32), "w2")])
+    t = activation_traffic(h.make_model(graph, opset_imports=[h.make_opsetid("", 19)]))
+    hw = 4 * 8 * 8
+    # int8: rq (conv+relu+Q fused), b and c written into the Concat in int8; e is fused with its Relu and Add
+    assert t.bytes_by_dtype == {"int8": 3 * hw} and t.tensors == 3
+    assert t.output_bytes == 2 * 4 * hw
