@@ -93,7 +93,7 @@ def build_int8_graph(model: "onnx.ModelProto", amax: Mapping[str, float], quanti
 def _insert_qdq(model: "onnx.ModelProto", place: Placement, amax: Mapping[str, float]) -> "onnx.ModelProto":
     """A copy of ``model`` with the Q/DQ pairs and int8 weights of ``place`` (float32 scales, opset 19)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -151,7 +151,6 @@ def _insert_qdq(model: "onnx.ModelProto", place: Placement, amax: Mapping[str, f
     del g.initializer[:]
     g.initializer.extend(kept)
     del g.value_info[:]
-    assert all(t.data_type != TensorProto.UNDEFINED for t in kept)
     return m
 
 

@@ -149,6 +149,10 @@ def test_partly_fp16_graph_keeps_dq_feeding_the_int8_convs_and_parses_for_tensor
         if n.name in q:  # activation and weight both straight from a DequantizeLinear (TensorRT's fusion pattern)
             assert [producers[i].op_type for i in n.input[:2]] == ["DequantizeLinear"] * 2, n.name
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    from _int8_utils import placement_problems, placement_report
+
+    problems = placement_problems(m, excluded=chosen)  # the FP16 set reads unquantised float16 tensors (#22)
+    assert not any(problems.values()), placement_report(problems)
     card = read_card(path)
     assert card.precision == "mixed"
     details = card.precision_details["mixed"]
