@@ -19,8 +19,11 @@ DEMO_PRESET = "res18w16_srpose_coco_96x64"
 #: the 0..1 scale; the precision budgets are in AP points (1.0 AP = 0.01).
 DEMO_MIN_AP = 0.70
 DEMO_MAX_AP_DROP = {"fp16": 0.001, "int8": 0.010}
-#: the image-to-keypoints graph (crop, flip and decoding in the graph) against the host pipeline, same precision
+#: the image-to-keypoints graph (crop, flip and decoding in the graph) against the host pipeline of the same
+#: precision: fp32 and fp16, whose arithmetic is deterministic; an INT8 image graph has the INT8 budget against
+#: PyTorch as the INT8 crop graph has (its own rounding moves its AP by about as much as the crop interpolation)
 DEMO_MAX_IMAGE_GRAPH_DELTA = 0.001
+_IMAGE_VS_HOST = ("fp32", "fp16")
 DEMO_TIME_BUDGET_S = 600.0
 
 
@@ -84,7 +87,7 @@ def demo_targets(train_ap: float | None, report: Any, seconds: float | None = No
     crop = {m["precision"]: m for m in models if not m.get("image_input")}
     for m in models:
         host = crop.get(m["precision"])
-        if m.get("image_input") and host is not None:
+        if m.get("image_input") and host is not None and m["precision"] in _IMAGE_VS_HOST:
             d = m["metrics"][key] - host["metrics"][key]
             out.append(Target(f"{m['name']} {key} vs the host pipeline ({host['name']})", f"{d:+.4f}",
                               f"|Δ| <= {DEMO_MAX_IMAGE_GRAPH_DELTA:.3f}", abs(d) <= DEMO_MAX_IMAGE_GRAPH_DELTA + 1e-12))
