@@ -21,6 +21,7 @@ _EXPORTS = {
     "PoseConfig": "srpose.config", "get_config": "srpose.resolve",
     "TopDown": "srpose.models", "build_model": "srpose.models",
     "decode_heatmaps": "srpose.decode",
+    "Pose": "srpose.eval.predict",
 }
 
 __all__ = ["__version__", *_EXPORTS]

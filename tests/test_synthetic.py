@@ -89,3 +89,34 @@ def test_bad_arguments_are_rejected(tmp_path: Path) -> None:
         generate_dataset(tmp_path, num_images=0)
     with pytest.raises(ValueError, match="people"):
         generate_dataset(tmp_path, num_images=1, people=(2, 1))
+
+
+def test_generate_video_cli_writes_a_clip_with_tracks(tmp_path: Path, capsys) -> None:
+    """#21: moving people, one COCO image per frame, each person's track id and a box per visible person; the same
+    seed gives the same annotations."""
+    import json
+
+    import cv2
+
+    from srpose.cli import main
+
+    assert main(["generate", "--video", "--out", str(tmp_path / "a"), "--frames", "10", "--people", "1", "3",
+                 "--seed", "5"]) == 0
+    assert "10-frame clip of 3 people" in capsys.readouterr().out
+    ann = json.loads((tmp_path / "a" / "annotations.json").read_text())
+    assert [im["id"] for im in ann["images"]] == list(range(1, 11))
+    assert ann["images"][3]["file_name"] == "video.mp4#000003" and ann["info"]["fps"] == 15.0
+    tracks = {a["track_id"] for a in ann["annotations"]}
+    assert tracks == {0, 1, 2} and all(len(a["keypoints"]) == 51 for a in ann["annotations"])
+    first = {a["track_id"]: a["bbox"][0] for a in ann["annotations"] if a["image_id"] == 1}
+    last = {a["track_id"]: a["bbox"][0] for a in ann["annotations"] if a["image_id"] == 10}
+    assert all(abs(last[t] - first[t]) > 20 for t in first)  # they walk
+    cap = cv2.VideoCapture(str(tmp_path / "a" / "video.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 10 and len(json.loads((tmp_path / "a" / "detections.json").read_text())) == len(ann["annotations"])
+    assert main(["generate", "--video", "--out", str(tmp_path / "b"), "--frames", "10", "--people", "1", "3",
+                 "--seed", "5"]) == 0
+    assert json.loads((tmp_path / "b" / "annotations.json").read_text())["annotations"] == ann["annotations"]
+    assert main(["generate", "--video", "--out", str(tmp_path / "c"), "--frames", "1"]) == 2

@@ -396,3 +396,23 @@ def test_a_model_that_fails_to_load_is_named_and_the_log_kept(served: dict[str, 
     with TritonServer(ServeOptions(repos=[good], **opts)) as ok:
         assert ok.alive() and ok.log_path.is_file()
     assert not ok.log_path.exists() and not ok.workdir.exists()
+
+
+def test_predict_through_the_server_equals_the_graph(served: dict[str, Any], tmp_path: Path) -> None:
+    """#21: `srpose.Pose` with a Triton URL (one request per frame, sent as PNG) gives the keypoints of the same
+    image graph run in ONNX Runtime, on the COCO sample with its detections; and `srpose predict --model URL` runs."""
+    from srpose.eval.predict import Pose
+
+    s, coco = served, served["coco"]
+    det = coco / "test_coco_det_AP_H_56.json"
+    images = sorted(str(p) for p in coco.glob("*.jpg"))
+    remote = Pose(f"{s['grpc']}/{s['td_name']}_image", boxes=det)
+    local = Pose(s["images"]["td"], boxes=det)
+    for a, b in zip(remote(images), local(images)):
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    remote.close()
+    assert main(["predict", *images[:2], "--model", f"{s['grpc']}/{s['td_name']}_image", "--boxes", str(det),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())) > 0

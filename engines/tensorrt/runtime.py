@@ -156,6 +156,8 @@ class TensorRTBackend(Backend):
         profiles = {n: tuple(tuple(int(v) for v in s) for s in eng.get_tensor_profile_shape(n, 0)) for n in inputs}
         dtypes = {n: _compat.nptype(eng.get_tensor_dtype(n)) for n in inputs + outputs}
         self.input_name, self.input_names, self.output_names = inputs[0], inputs, outputs
+        #: each output's shape as the engine declares it (-1: dynamic)
+        self.output_shapes = {n: tuple(int(v) for v in eng.get_tensor_shape(n)) for n in outputs}
         pmin, popt, pmax = profiles[inputs[0]]
         self.batch_range = (pmin[0], popt[0], pmax[0])
         self.input_shape = tuple(pmax[1:])  # C, H, W (the largest, when H and W are dynamic)

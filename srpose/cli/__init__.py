@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "triton": ("write a Triton Inference Server model repository (pre/post-processing, network, ensemble)",
                "triton"),
     "serve": ("run a local Triton server on a model repository (127.0.0.1; prints its URLs)", "serve"),
+    "predict": ("pose on your images, videos and webcam: detector, keypoints, tracking, drawn output", "predict"),
     "demo": ("end to end on built-in defaults: generate data, train, export, evaluate, bench, report", "pipeline"),
 }
 

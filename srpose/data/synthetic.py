@@ -19,7 +19,7 @@ import numpy as np
 from srpose._io import atomic_write_bytes, atomic_write_json
 from srpose.keypoints import COCO_JOINTS, COCO_SKELETON
 
-__all__ = ["generate_dataset", "render_image"]
+__all__ = ["generate_dataset", "render_image", "annotate"]
 
 _SHIFT = 4  # OpenCV sub-pixel bits for drawing
 _SUB = 1 << _SHIFT
@@ -262,8 +262,18 @@ def render_image(seed: int, index: int, image_size: Sequence[int] = (320, 240),
         target = pose["joints"][int(rng.integers(0, 17))]
         _occluder(rng, img, owner, target, pose["u"] * 4)
 
+    anns = annotate([pose for _, pose, _ in persons], silhouettes, owner)
+    return img, [a for a in anns if a is not None]
+
+
+def annotate(poses: Sequence[dict[str, Any]], silhouettes: Sequence[np.ndarray], owner: np.ndarray
+             ) -> list[dict[str, Any]]:
+    """COCO annotations of drawn people (``poses`` with their ``silhouettes`` and the image's ``owner`` map: 0
+    background, k person k, 255 occluder): keypoints (visibility from who owns each joint's pixel), box, area; an
+    entry per person, None for a person nothing of whom is visible (so indices stay aligned)."""
+    h, w = owner.shape
     anns = []
-    for k, (sel, (_, pose, _)) in enumerate(zip(silhouettes, persons), start=1):
+    for k, (sel, pose) in enumerate(zip(silhouettes, poses), start=1):
         kpts = np.zeros((17, 3), dtype=np.float64)
         for jj, (px, py) in enumerate(pose["joints"]):
             if not (0 <= px <= w - 1 and 0 <= py <= h - 1):
@@ -276,12 +286,13 @@ def render_image(seed: int, index: int, image_size: Sequence[int] = (320, 240),
             kpts[jj] = (round(float(px), 2), round(float(py), 2), vis)
         ys, xs = np.nonzero(sel)
         if len(xs) == 0:
+            anns.append(None)
             continue
         x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1
         anns.append(dict(keypoints=[float(v) if i % 3 != 2 else int(v) for i, v in enumerate(kpts.reshape(-1))],
                          num_keypoints=int((kpts[:, 2] > 0).sum()),
                          bbox=[x0, y0, x1 - x0, y1 - y0], area=float(sel.sum())))
-    return img, anns
+    return anns
 
 
 # ---------------------------------------------------------------------------------------------- dataset
