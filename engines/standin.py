@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from srpose.card import INPUT_DTYPES, KEYPOINTS, SCORES, ArtifactCard
+from srpose.card import BOXES, INPUT_DTYPES, KEYPOINTS, SCORES, ArtifactCard
 from srpose.engines.base import Backend, batch_items
 
 __all__ = ["StandInBackend"]
@@ -19,7 +19,8 @@ __all__ = ["StandInBackend"]
 
 class StandInBackend(Backend):
     """Outputs of a graph described by ``card`` (crop or image input, raw or decoded, top-down or bottom-up raw),
-    zeros, without computing anything; ``slots`` buffer sets of inputs handed out in turn, as TensorRT does."""
+    zeros, without computing anything (image graphs: people placed in their input boxes, see
+    :meth:`_people_in_boxes`); ``slots`` buffer sets of inputs handed out in turn, as TensorRT does."""
 
     name = "stand-in"
 
@@ -57,9 +58,25 @@ class StandInBackend(Backend):
         out = self._outputs.get(key)
         if out is None:
             out = self._outputs[key] = {name: np.zeros(s, np.float32) for name, s in shapes.items()}
+        if self.card.task == "top-down" and self.card.image_input and isinstance(images, Mapping):
+            out = self._people_in_boxes(np.asarray(images[BOXES]), out)
         self.calls += 1
         self.last_timing_ms = 0.0
         return out
+
+    def _people_in_boxes(self, boxes: np.ndarray, zeros: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Image graphs: each person's joints on a fixed pattern spread over its box, confident, scored as the
+        box, so that what runs after the graph (tracking from keypoints, drawing) sees people where they are."""
+        k = self.card.num_joints
+        pattern = getattr(self, "_pattern", None)
+        if pattern is None:
+            t = np.linspace(0.0, 1.0, k, dtype=np.float32)
+            pattern = self._pattern = np.stack([0.2 + 0.6 * ((t * 7.0) % 1.0), 0.05 + 0.9 * t], axis=1)
+        b = boxes.reshape(-1, 5)[: zeros[KEYPOINTS].shape[0]].astype(np.float32)
+        kp = np.empty_like(zeros[KEYPOINTS])
+        kp[..., :2] = b[:, None, :2] + pattern[None] * b[:, None, 2:4]
+        kp[..., 2] = 1.0
+        return {KEYPOINTS: kp, SCORES: b[:, 4].copy()}
 
     def input_arrays(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
         """Views of this slot's reused buffers (grown when a larger shape comes), like TensorRT's pinned arrays."""

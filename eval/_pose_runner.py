@@ -202,10 +202,18 @@ class BottomUpRunner:
 def open_runner(model: Any, *, checkpoint: str | None = None, device: str = "cpu", flip: bool | None = None,
                 threads: int | None = None, workdir: str | Path | None = None) -> tuple[Any, Any]:
     """(task, runner) of ``model``: a preset / config name or file (with ``checkpoint``), an ``.onnx`` graph, a
-    TensorRT ``.engine`` / ``.plan`` or a Triton URL (see the module docstring). ``workdir``: where a crop graph's
+    TensorRT ``.engine`` / ``.plan``, a Triton URL (see the module docstring) or an opened backend with a card. ``workdir``: where a crop graph's
     image-to-keypoints graph is written (a temporary folder by default)."""
     from srpose.engines import SERVER_SCHEMES, backend_kind, open_backend
+    from srpose.engines.base import Backend
 
+    if isinstance(model, Backend):  # an opened backend (a TensorRT engine loaded once, a stand-in, ...)
+        from srpose.eval.bench import task_of_backend
+
+        task = task_of_backend(model)
+        if task.kind != "top-down":
+            return task, BottomUpRunner(model, task, flip)
+        return task, (ImageRunner(model, task) if model.image_input else CropRunner(model, task, flip))
     text = str(model)
     kind = backend_kind(text)
     if kind == "triton":

@@ -32,7 +32,9 @@ class DemoOptions:
     """``data``: ``synthetic`` (generated people: ``train_size`` / ``val_size`` images of ``image_size`` with
     ``people`` (min, max) per image) or ``coco`` (``pipeline.ann`` / ``pipeline.images``, training on
     ``train_ann`` / ``train_images``, default the same); training overrides (None: the preset's); ``workers``
-    None: 0 on 2 cores or fewer (loader processes slow the training threads by ~18% there), else 2."""
+    None: 0 on 2 cores or fewer (loader processes slow the training threads by ~18% there), else 2;
+    ``clip_frames``: frames of the generated clip run through ``srpose predict`` with tracking (synthetic data
+    only; 0: none)."""
 
     pipeline: PipelineOptions
     data: str = "synthetic"
@@ -49,6 +51,7 @@ class DemoOptions:
     device: str | None = None
     workers: int | None = None
     eval_every: int = 0
+    clip_frames: int = 48
     seed: int = 0
 
     def check(self) -> None:
@@ -63,6 +66,8 @@ class DemoOptions:
                              "--train-images)")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if self.clip_frames < 0:
+            raise ValueError(f"--clip-frames must be >= 0 (0: no clip), got {self.clip_frames}")
         if self.eval_every < 0:
             raise ValueError(f"--eval-every must be >= 0 (0: after the last epoch only), got {self.eval_every}")
         if self.pipeline.ann or self.data == "coco":
@@ -71,8 +76,12 @@ class DemoOptions:
             raise ValueError(f"--error-persons must be >= 1, got {self.pipeline.error_items}")
 
 
-def demo_targets(train_ap: float | None, report: Any, seconds: float | None = None) -> list[Target]:
-    """The demo's targets, checked against the trained AP, the parity report and (optionally) the wall time."""
+def demo_targets(train_ap: float | None, report: Any, seconds: float | None = None,
+                 clip: Mapping[str, Any] | None = None) -> list[Target]:
+    """The demo's targets, checked against the trained AP, the parity report, (optionally) the clip's tracked
+    prediction and the wall time."""
+    from ._demo_clip import clip_targets
+
     key = _get(report, "primary_metric")
     out = [Target(f"trained model {key}", "n/a" if train_ap is None else f"{train_ap:.4f}", f">= {DEMO_MIN_AP}",
                   train_ap is not None and train_ap >= DEMO_MIN_AP)]
@@ -91,6 +100,7 @@ def demo_targets(train_ap: float | None, report: Any, seconds: float | None = No
             d = m["metrics"][key] - host["metrics"][key]
             out.append(Target(f"{m['name']} {key} vs the host pipeline ({host['name']})", f"{d:+.4f}",
                               f"|Δ| <= {DEMO_MAX_IMAGE_GRAPH_DELTA:.3f}", abs(d) <= DEMO_MAX_IMAGE_GRAPH_DELTA + 1e-12))
+    out += clip_targets(clip)
     if seconds is not None:
         cpus = os.cpu_count()
         out.append(Target(f"wall time ({cpus} CPU cores)", f"{seconds:.0f} s", f"< {DEMO_TIME_BUDGET_S:.0f} s",
@@ -131,9 +141,17 @@ def run_demo(options: DemoOptions) -> PipelineReport:
     ap = res.best_metric if res.best_metric is not None else res.metrics.get("AP")
     section = _training_section(cfg.name, res, options.data, timer.seconds["train (with validation)"], device,
                                 workers, ap, out)
+    clip = None
+    if options.data == "synthetic" and options.clip_frames:
+        from ._demo_clip import clip_section, run_clip
+
+        say(f"predict a generated {options.clip_frames}-frame clip with tracking (srpose predict)")
+        with timer.phase("predict clip (tracking)"):
+            clip = run_clip(cfg.name, ckpt, out, frames=options.clip_frames, seed=options.seed)
+        section = [*section, *clip_section(clip)]
     pipe.out = str(out)  # the pipeline writes beside the training
     return run_pipeline(cfg, ckpt, pipe, extra_sections=section, title="SRPose-TRT demo", timer=timer,
-                        targets_fn=lambda report, seconds: demo_targets(ap, report, seconds))
+                        targets_fn=lambda report, seconds: demo_targets(ap, report, seconds, clip))
 
 
 def _data(options: DemoOptions, out: Path, timer: PhaseTimer) -> tuple[str, str]:

@@ -34,8 +34,14 @@ def test_stand_in_returns_each_graphs_outputs_and_reuses_its_buffers() -> None:
     c = image.input_arrays({"images": (1, 32, 32, 3), "boxes": (2, 5), "box_image": (2,)})
     assert a["images"].dtype == np.uint8 and a["box_image"].dtype == np.int32
     assert np.shares_memory(a["images"], c["images"]) and not np.shares_memory(a["images"], b["images"])  # 2 slots
+    a["boxes"][:] = [[10 * i, 5, 20, 40, 0.1 * i] for i in range(5)]
     out = image.submit(a).result()
     assert out["keypoints"].shape == (5, 17, 3) and out["scores"].shape == (5,)
+    # people where their boxes are (tracking and drawing downstream see them), confident, scored as the box
+    kp, box = out["keypoints"], a["boxes"][:, None, :]
+    assert np.all((kp[..., 0] >= box[..., 0]) & (kp[..., 0] <= box[..., 0] + box[..., 2]))
+    assert np.all((kp[..., 1] >= box[..., 1]) & (kp[..., 1] <= box[..., 1] + box[..., 3]))
+    assert np.all(kp[..., 2] == 1) and np.allclose(out["scores"], a["boxes"][:, 4])
 
 
 def test_bench_host_measures_every_path(coco_sample: dict, tmp_path: Path) -> None:

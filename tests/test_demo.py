@@ -59,6 +59,9 @@ def test_demo_targets_bounds(form: str) -> None:
     assert not demo_targets(None, _report(form))[0].met and len(demo_targets(0.8, _report(form))) == 1
     table = targets_markdown(bad)
     assert len(table) == 2 + len(bad) and all(line.startswith("|") for line in table)
+    clip = demo_targets(0.8, _report(form), seconds=1, clip=dict(pck=0.95, id_switches=0))
+    assert [t.name.split()[0] for t in clip] == ["trained", "clip", "clip", "wall"] and all(t.met for t in clip)
+    assert [t.met for t in demo_targets(0.8, _report(form), clip=dict(pck=0.89, id_switches=1))] == [True, False, False]
 
 
 def test_phase_timer_accumulates_named_phases() -> None:
@@ -80,22 +83,25 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.Monkey
     out = tmp_path / "demo"
     rc = cli_main(["demo", "--train-size", "12", "--val-size", "3", "--epochs", "1",
                    "--calib-num", "8", "--precision", "fp32", "int8", "--bench-batch", "1", "--bench-s", "0.05",
-                   "--threads", "1"])
+                   "--threads", "1", "--clip-frames", "6"])
     assert rc == 0
     report = (out / "report.md").read_text()
     for part in ("## Targets", "## Training", "## Parity with PyTorch", "int8", "-image.fp32.onnx", "## TensorRT",
-                 "## Time", "| train (with validation) |"):
+                 "## Time", "| train (with validation) |", "## Prediction on a generated clip", "![the clip",
+                 "| predict clip (tracking) |"):
         assert part in report
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing written beside it
     summary = json.loads((out / "summary.json").read_text())
     image = summary["model"] + "-image"
     assert [t["name"].split()[0] for t in summary["targets"]] == [
         "trained", summary["model"] + ".int8.onnx", image + ".int8.onnx",  # AP loss vs PyTorch
-        image + ".fp32.onnx", "wall"]  # the fp32 image graph vs the host pipeline
+        image + ".fp32.onnx",  # the fp32 image graph vs the host pipeline
+        "clip", "clip", "wall"]  # the clip's PCK and id switches
     assert "vs the host pipeline" in summary["targets"][3]["name"]
     assert summary["seconds"]["total"] >= summary["seconds"]["export"] > 0
-    for png in ("parity.png", "bench.png", "keypoints.png", "loss.png"):
+    for png in ("parity.png", "bench.png", "keypoints.png", "loss.png", "clip.gif"):
         assert (out / png).stat().st_size > 1000, png
+    assert (out / "clip" / "video.mp4").stat().st_size > 0 and (out / "clip" / "results.json").exists()
     parity = json.loads((out / "parity.json").read_text())
     assert len(parity["models"]) == 4  # fp32, int8; their image-to-keypoints graphs
     img = next(m for m in parity["models"] if m["name"].endswith("-image.fp32.onnx"))
@@ -122,6 +128,7 @@ def _bench_demo():
 
 @pytest.mark.parametrize("argv, match", [(["--val-size", "0"], "--val-size must be >= 1"),
                                          (["--eval-every", "-1"], "--eval-every must be >= 0"),
+                                         (["--clip-frames", "-1"], "--clip-frames must be >= 0"),
                                          (["--error-persons", "0"], "--error-persons must be >= 1")])
 def test_demo_refuses_bad_options_before_any_work(tmp_path: Path, argv: list, match: str,
                                                    capsys: pytest.CaptureFixture) -> None:

@@ -144,6 +144,23 @@ def test_tracking_keeps_ids_where_tracks_do_not_cross(clip: dict, every: int) ->
     assert all(len(v) == 1 for v in ids.values()), ids  # no id switch
     assert len({next(iter(v)) for v in ids.values()}) == 2
     assert pck(people, clip["ann"]) == pytest.approx(1.0)
+    # the demo's scoring of a clip counts the same: no switch here, one per person when the ids swap halfway
+    from srpose.eval._demo_clip import id_switches
+
+    ann = json.loads(clip["ann"].read_text())
+    assert id_switches(people, ann) == 0
+    for p in people[12:]:
+        p.track_ids = p.track_ids[::-1].copy()
+    assert id_switches(people, ann) == 2
+
+
+def test_demo_clip_reads_predict_results_back() -> None:
+    from srpose.eval._demo_clip import results_people
+
+    rs = [dict(image_id=2, bbox=[1, 2, 3, 4], keypoints=[0.0] * 51, score=0.5, track_id=7)]
+    people = results_people(rs + [dict(rs[0], image_id=9)], frames=3, joints=17)  # frame 9 is past the clip
+    assert [len(p) for p in people] == [0, 1, 0] and people[0].keypoints.shape == (0, 17, 3)
+    assert people[1].track_ids.tolist() == [7] and people[1].boxes.tolist() == [[1, 2, 3, 4]]
 
 
 def test_bottom_up_models_find_people_without_boxes(coco_sample: dict) -> None:

@@ -93,6 +93,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                         "training threads down by ~18%%, else 2)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="validate every N epochs as well as after the last one (default 0: after the last only)")
+    p.add_argument("--clip-frames", type=int, default=48, metavar="N",
+                   help="frames of the generated clip run through srpose predict with tracking after training "
+                        "(synthetic data only; default 48, 0: none)")
     p.add_argument("--seed", type=int, default=0)
     _pipeline_group(p)
 
@@ -104,5 +107,5 @@ def run_demo(args: argparse.Namespace) -> int:
                        train_ann=args.train_ann, train_images=args.train_images, train_size=args.train_size,
                        val_size=args.val_size, image_size=tuple(args.image_size), people=tuple(args.people),
                        epochs=args.epochs, batch=args.batch, lr=args.lr, device=args.device, workers=args.workers,
-                       eval_every=args.eval_every, seed=args.seed)
+                       eval_every=args.eval_every, clip_frames=args.clip_frames, seed=args.seed)
     return _exit_status(run(opts), args.max_ap_drop)

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""What `srpose predict` costs on the host per video frame, with the inference taken out: frames/s and persons/s of
+each stage (read, detect, pose, draw + write) of :func:`srpose.eval.predict.predict_sources` on a generated clip,
+the pose model a zero-cost stand-in backend (:class:`srpose.engines.standin.StandInBackend` for the model's
+image-to-keypoints graph: people placed in their boxes, at once), as a TensorRT engine on a fast GPU would almost
+take the inference out.
+
+Per crowd size (people per frame) it runs: tracking with the detector (the clip's detections file) on every frame,
+tracking with the detector every 4th frame (boxes from the keypoints in between), and the same without drawing or
+writing (results only). It also runs the real model in ONNX Runtime on the CPU (random weights: speed does not
+depend on them) for scale. Writes JSON (``--json``), a PNG and the ``## Prediction on video, host side`` section of
+``docs/benchmarks.md``. Target: the host keeps up with 30 frames/s video at the largest crowd with drawing on.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from srpose._io import atomic_write_json, replace_markdown_section  # noqa: E402
+
+SECTION = "## Prediction on video, host side (zero-cost stand-in backend)"
+RUNS = (("every frame", 1, True), ("every 4th frame", 4, True), ("every 4th, results only", 4, False))
+TARGET_FPS = 30.0
+
+
+def run_once(model: Any, clip: dict[str, Path], every: int, save: bool, out: Path) -> dict[str, Any]:
+    """One `predict_sources` run of ``clip``: its report as a dict (frames, persons, seconds and rates per stage)."""
+    from srpose.eval._track import TrackOptions
+    from srpose.eval.predict import Pose, PredictOptions, predict_sources
+
+    pose = Pose(model, boxes=clip["det"], track_options=TrackOptions(detect_every=every))
+    try:
+        report = predict_sources(pose, [str(clip["video"])], PredictOptions(out=out, save=save, progress=False))
+    finally:
+        pose.close()
+    d = report.to_dict()
+    d["frames_per_s"]["whole run"] = report.frames / report.wall_s
+    d["persons_per_s"]["whole run"] = report.persons / report.wall_s
+    return {k: d[k] for k in ("frames", "persons", "seconds", "wall_s", "frames_per_s", "persons_per_s")}
+
+
+def stand_in(preset: str) -> Any:
+    """A stand-in backend for the image-to-keypoints graph of ``preset``."""
+    from srpose.engines.standin import StandInBackend
+    from srpose.export.image_graph import image_card
+    from srpose.tasks import task_for
+
+    task = task_for(preset)
+    return StandInBackend(image_card(task.make_card(decode=False, flip=False, batch=task.default_batch), task))
+
+
+def onnxruntime_graph(preset: str, folder: Path) -> Path:
+    """The image-to-keypoints graph of ``preset`` (random weights) exported to ``folder``."""
+    from srpose.export import ExportOptions, export_model
+    from srpose.tasks import task_for
+
+    rep = export_model(task_for(preset), ExportOptions(out_dir=folder, image_input=True))
+    return Path(rep.out_dir) / rep.files[0]["file"]
+
+
+def measure(preset: str, crowds: list[int], frames: int, size: tuple[int, int], ort: bool) -> dict[str, Any]:
+    """{crowd: {run name: run_once result}} (and ``onnxruntime`` at the first crowd size)."""
+    from srpose.data.synthetic_video import generate_video
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="srpose-bench-predict-") as tmp:
+        graph = onnxruntime_graph(preset, Path(tmp) / "graph") if ort else None
+        for people in crowds:
+            clip = generate_video(Path(tmp) / f"clip{people}", frames=frames, image_size=size, people=people)
+            rows = {}
+            if people == crowds[0]:  # warm-up: first-call imports and allocations are not the host's steady cost
+                run_once(stand_in(preset), clip, 1, True, Path(tmp) / "warm-up")
+            for name, every, save in RUNS:
+                rows[name] = run_once(stand_in(preset), clip, every, save, Path(tmp) / f"out{people}-{every}{save}")
+                print(f"{people} people, detector {name}: {rows[name]['frames_per_s']['whole run']:.0f} frames/s",
+                      flush=True)
+            if graph is not None and people == crowds[0]:
+                rows["onnxruntime (cpu)"] = run_once(str(graph), clip, 4, True, Path(tmp) / f"ort{people}")
+                print(f"{people} people, onnxruntime: {rows['onnxruntime (cpu)']['frames_per_s']['whole run']:.1f} "
+                      "frames/s", flush=True)
+            out[str(people)] = rows
+    return out
+
+
+def section(result: dict[str, Any]) -> str:
+    """The Markdown section of a result."""
+    from srpose.eval.predict import STAGES
+
+    m = result["meta"]
+    w, h = result["size"]
+    lines = [SECTION, "",
+             "`scripts/bench_predict.py` runs `srpose predict` (`srpose.eval.predict.predict_sources`) on a generated "
+             f"{result['frames']}-frame {w}x{h} clip with tracking, the pose model `{result['model']}`'s "
+             "image-to-keypoints graph stood in for by a zero-cost backend (people placed in their boxes at once), "
+             "so only the host side is timed: the reader thread decoding frames, person boxes (the clip's "
+             "detections file; boxes from the keypoints between detector frames), tracking, feeding the graph, and "
+             "the writer thread drawing and encoding the annotated video. Stage columns are busy frames/s "
+             "(the stages overlap in three threads); `whole run` is frames over wall time.", "",
+             f"Measured {m['date']}, Python {m['python']}, {m['cpus']} CPU cores, {m['machine']}.", "",
+             "| people / frame | detector | " + " | ".join(f"{s} frames/s" for s in STAGES) +
+             " | whole run frames/s | whole run persons/s |",
+             "|---:|---|" + "---:|" * (len(STAGES) + 2)]
+    for people, rows in result["per_crowd"].items():
+        for name, r in rows.items():
+            fps = r["frames_per_s"]
+            lines.append(f"| {people} | {name} | " + " | ".join(f"{fps[s]:.0f}" if fps.get(s) else "–"
+                                                                 for s in STAGES) +
+                         f" | {fps['whole run']:.0f} | {r['persons_per_s']['whole run']:.0f} |")
+    t = result["target"]
+    lines += ["", f"At {t['people']} people per frame with drawing on, the host runs {t['fps']:.0f} frames/s "
+              f"(target >= {TARGET_FPS:.0f}: {'met' if t['met'] else '**missed**'})" +
+              ("; the `onnxruntime (cpu)` row is the real model on this CPU, for scale." if any(
+                  "onnxruntime" in name for rows in result["per_crowd"].values() for name in rows) else "."), "",
+              "![frames/s per stage and crowd size](img/bench_predict.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from srpose._io import atomic_path
+    from srpose.eval.predict import STAGES
+
+    fig = Figure(figsize=(7.5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    crowds = list(result["per_crowd"])
+    cols = [*STAGES, "whole run"]
+    width = 0.8 / len(cols)
+    for i, s in enumerate(cols):
+        vals = [result["per_crowd"][c][RUNS[0][0]]["frames_per_s"].get(s) or 0 for c in crowds]
+        ax.bar([j + i * width for j in range(len(crowds))], vals, width, label=s)
+    ax.axhline(TARGET_FPS, color="k", lw=0.8, ls="--", label=f"{TARGET_FPS:.0f} frames/s")
+    ax.set_xticks([j + width * (len(cols) - 1) / 2 for j in range(len(crowds))])
+    ax.set_xticklabels([f"{c} people / frame" for c in crowds])
+    ax.set_yscale("log")
+    ax.set_ylabel("frames / s (host only, busy)")
+    ax.set_title("srpose predict, detector every frame, drawing on", fontsize=9)
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from srpose.eval.demo import DEMO_PRESET
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="res50_srpose_coco_256x192", help="the config whose graph is stood in for")
+    ap.add_argument("--people", type=int, nargs="+", default=[2, 8], help="people per frame (default 2 8)")
+    ap.add_argument("--frames", type=int, default=150, help="frames of the clip (default 150)")
+    ap.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
+    ap.add_argument("--ort-model", default=DEMO_PRESET, help="model of the ONNX Runtime row")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime row")
+    ap.add_argument("--json", dest="json_out", type=Path, default=None, help="write the result as JSON")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md", help="markdown file to update")
+    ap.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "bench_predict.png")
+    ap.add_argument("--no-write", action="store_true", help="print only (no Markdown, no PNG)")
+    args = ap.parse_args(argv)
+    if min(args.people) < 1 or args.frames < 2:
+        ap.error(f"--people must be >= 1 and --frames >= 2 (got {args.people}, {args.frames})")
+    per = measure(args.model, args.people, args.frames, tuple(args.size), not args.no_ort)
+    if not args.no_ort:  # the real model's row, under its own name
+        for rows in per.values():
+            if "onnxruntime (cpu)" in rows:
+                rows[f"onnxruntime (cpu), {args.ort_model}"] = rows.pop("onnxruntime (cpu)")
+    top = str(max(args.people))
+    fps = per[top][RUNS[0][0]]["frames_per_s"]["whole run"]
+    result = dict(model=args.model, frames=args.frames, size=list(args.size), per_crowd=per,
+                  target=dict(people=int(top), fps=fps, met=fps >= TARGET_FPS),
+                  meta=dict(date=_dt.date.today().isoformat(), python=platform.python_version(), cpus=os.cpu_count(),
+                            machine=platform.machine()))
+    text = section(result)
+    print(text)
+    if args.json_out:
+        atomic_write_json(args.json_out, result)
+    if not args.no_write:
+        plot(result, args.png)
+        replace_markdown_section(args.out, SECTION, text)
+        print(f"wrote the '{SECTION}' section of {args.out} and {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
