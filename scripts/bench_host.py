@@ -17,10 +17,7 @@ of ``floor`` (at the default worker count, one per core).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -29,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (str(REPO), str(Path(__file__).resolve().parent)):  # the package, and scripts/_publish.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from srpose._io import atomic_write_json, replace_markdown_section  # noqa: E402
+from _publish import machine, publish  # noqa: E402
 
 SECTION = "## Host side per person (zero-cost stand-in backend)"
 SAMPLE = REPO.parent / "shared" / "data" / "coco"
@@ -241,16 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         heatmap_mb=task.cfg.num_joints * w * h * 4 / 1e6, default_persons=min(len(dataset), args.default_persons),
         default_workers=int(key), persons_per_s=best, per_workers=per, onnxruntime_cpu=ort,
         targets=dict(image_vs_default=best["image"] / best["default"], floor_vs_image=best["floor"] / best["image"]),
-        meta=dict(date=_dt.date.today().isoformat(), python=platform.python_version(), cpus=os.cpu_count(),
-                  machine=platform.machine()))
-    text = section(result)
-    print(text)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if not args.no_write:
-        plot(result, args.png)
-        replace_markdown_section(args.out, SECTION, text)
-        print(f"wrote the '{SECTION}' section of {args.out} and {args.png}")
+        meta=machine())
+    publish(result, section(result), SECTION, json_out=args.json_out, doc=args.out, write=not args.no_write,
+            png=args.png, plot=plot)
     return 0
 
 

@@ -15,9 +15,6 @@ scripts/bench_image_graph.py --checkpoint /tmp/demo/train/best.pth --val-ann /tm
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -26,10 +23,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (str(REPO), str(Path(__file__).resolve().parent)):  # the package, and scripts/_publish.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from srpose._io import atomic_write_json, replace_markdown_section  # noqa: E402
+from _publish import machine, publish  # noqa: E402
 
 SECTION = "## Image-to-keypoints graph against the host pipeline"
 SAMPLE = REPO.parent / "shared" / "data" / "coco"
@@ -114,15 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{data} {p}: host AP {r['host_AP']:.4f}, image AP {r['image_AP']:.4f}, Δ {r['delta_points']:+.2f}"
                       f" points, kpt median {r['kpt_median_px']:.3f} p99 {r['kpt_p99_px']:.2f} px", flush=True)
     result = dict(model=task.cfg.name, checkpoint=str(args.checkpoint), checkpoint_sha256=sha256_file(args.checkpoint),
-                  rows=rows, meta=dict(date=_dt.date.today().isoformat(), cpus=os.cpu_count(),
-                                       python=platform.python_version()))
-    text = section(result)
-    print(text)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if not args.no_write:
-        replace_markdown_section(args.out, SECTION, text)
-        print(f"wrote the '{SECTION}' section of {args.out}")
+                  rows=rows, meta=machine())
+    publish(result, section(result), SECTION, json_out=args.json_out, doc=args.out,
+            write=not args.no_write)
     return 0
 
 

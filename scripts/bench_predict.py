@@ -14,19 +14,17 @@ depend on them) for scale. Writes JSON (``--json``), a PNG and the ``## Predicti
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (str(REPO), str(Path(__file__).resolve().parent)):  # the package, and scripts/_publish.py
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from srpose._io import atomic_write_json, replace_markdown_section  # noqa: E402
+from _publish import machine, publish  # noqa: E402
 
 SECTION = "## Prediction on video, host side (zero-cost stand-in backend)"
 RUNS = (("every frame", 1, True), ("every 4th frame", 4, True), ("every 4th, results only", 4, False))
@@ -181,16 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     fps = per[top][RUNS[0][0]]["frames_per_s"]["whole run"]
     result = dict(model=args.model, frames=args.frames, size=list(args.size), per_crowd=per,
                   target=dict(people=int(top), fps=fps, met=fps >= TARGET_FPS),
-                  meta=dict(date=_dt.date.today().isoformat(), python=platform.python_version(), cpus=os.cpu_count(),
-                            machine=platform.machine()))
-    text = section(result)
-    print(text)
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if not args.no_write:
-        plot(result, args.png)
-        replace_markdown_section(args.out, SECTION, text)
-        print(f"wrote the '{SECTION}' section of {args.out} and {args.png}")
+                  meta=machine())
+    publish(result, section(result), SECTION, json_out=args.json_out, doc=args.out, write=not args.no_write,
+            png=args.png, plot=plot)
     return 0
 
 
