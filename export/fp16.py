@@ -20,10 +20,13 @@ level; the graph rewriting itself (steps 2-5) is :mod:`srpose.export._fp16_graph
 Default float32 islands, decided by measuring each candidate on the presets (real COCO crops, float16 rounding
 emulated as in :mod:`engines._fp16_emulation`, output vs the FP32 graph):
 
-- the heads' output convolutions (``heatmap_head`` / ``converge`` / ``final_layer``) and everything cheap after
-  them (pixel shuffle, in-graph flip merge, decoder): keeping them in float32 cut the decoded-keypoint error of
-  ``res50_srpose`` from 0.80 to 0.06 px (relative L2 5.6e-4 -> 4.8e-4); low-amplitude heatmaps with flat peaks
-  lose their arg-max to float16 rounding otherwise. The decoder always stays float32 (pixel coordinates).
+- the in-graph decoder (pixel coordinates) and everything cheap after a float32 node (:data:`FOLLOW_OPS`).
+- not the heads' output convolutions (``heatmap_head`` / ``converge`` / ``final_layer``) any more (#22): on
+  random weights keeping them in float32 cut the decoded-keypoint error of ``res50_srpose`` from 0.80 to 0.06 px
+  (flat, low-amplitude heatmaps lose their arg-max to float16 rounding), but on the trained demo model and
+  TransPose their float16 costs no measurable AP (docs/benchmarks.md, "AP-guided INT8 search"), while the SRPose
+  head's output conv writes the largest activation of the graph (the demo's: 47% of its MACs) and float32 doubles
+  its bytes. ``--keep-fp32-nodes '*converge*' '/decode/*'`` keeps it in float32.
 - ``LayerNormalization`` / ``Softmax`` / reductions / ``Exp`` / ``Log`` (HRFormer attention): no measurable
   difference in the emulation, which computes inside each op in float32; kept anyway because TensorRT's float16
   kernels accumulate the sums of squares and exponentials in float16, where they can overflow (NVIDIA's guidance
@@ -61,7 +64,7 @@ DEFAULT_KEEP_FP32_OPS: tuple[str, ...] = (
     "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt",
     "Reciprocal",
 )
-#: node-name patterns (fnmatch) kept in float32 by default: the heads' output convolutions and the decoder.
+#: node-name patterns (fnmatch) kept in float32 by default: the in-graph decoder (pixel coordinates).
 DEFAULT_KEEP_FP32_NODES: tuple[str, ...] = ("/decode/*",)
 #: cheap ops that stay float32 when all their activation inputs are float32 (so the tail after a float32 node,
 #: e.g. pixel shuffle and the in-graph flip merge after the final conv, does not round-trip through float16).
