@@ -192,8 +192,9 @@ def _reading(scen: list[dict], conf: dict, ap32c: float) -> str:
             f"{d[f'{m}/int8_head16']:+.2f} with it in FP16)")
     if heads:
         s = heads[-1]["sensitivity"]
-        text += (f"; the search measures `{heads[-1]['name']}` alone in INT8 at {100 * (s['ap_drop_alone'] or 0):+.2f}"
-                 f" points lost and kept in FP16 at {100 * (s['ap_gain_fp16'] or 0):+.2f} gained")
+        text += (f"; the search measures `{heads[-1]['name']}` alone in INT8 at ΔAP "
+                 f"{-100 * (s['ap_drop_alone'] or 0):+.2f} points and, kept in FP16 with all else INT8, at "
+                 f"{100 * (s['ap_gain_fp16'] or 0):+.2f} against all-INT8")
     text += (f". For scale: the {len(kept)} graphs with one group kept in FP16 (all others INT8), near-identical, "
              f"spread by {100 * noise:.2f} points (standard deviation) on the search set.")
     zero = next((sc for sc in scen if sc["budget"] == 0 and sc["method"] == m), None)

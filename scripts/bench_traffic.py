@@ -133,6 +133,23 @@ def res50_ap(work: Path, data_dir: Path, epochs: int) -> dict[str, Any]:
     return dict(epochs=epochs, results=out)
 
 
+#: the review's ModelOpt INT8 / FP16 ratios, the bound of ours (issue #22), and the FP16 / FP32 bound
+_BOUNDS = {"res18w16_srpose_coco_96x64": 0.90, "res50_srpose_coco_256x192": 0.83}
+_FP16_BOUND = 0.55
+
+
+def _targets(models: dict[str, Any]) -> str:
+    """One line: each model's INT8 / FP16 and FP16 / FP32 ratios against their bounds."""
+    parts = []
+    for name, g in models.items():
+        t = {k: g[k]["traffic"]["bytes_per_person"] for k in ("fp32", "fp16", "int8")}
+        r8, r16 = t["int8"] / t["fp16"], t["fp16"] / t["fp32"]
+        ok = r8 <= _BOUNDS.get(name, 1.0) and r16 <= _FP16_BOUND
+        parts.append(f"`{name}` INT8 / FP16 {r8:.2f} (bound {_BOUNDS.get(name, 1.0):.2f}), FP16 / FP32 {r16:.2f} "
+                     f"(bound {_FP16_BOUND:.2f}): {'met' if ok else 'NOT met'}")
+    return "Targets: " + "; ".join(parts) + "."
+
+
 def publish(work: Path, out_md: Path) -> str:
     from srpose._io import replace_markdown_section
 
@@ -163,6 +180,7 @@ def publish(work: Path, out_md: Path) -> str:
                            f"{g['quantized']} | {g['residual_one']} / {g['residual_two']} of {g['residual_adds']} | "
                            f"{t['output_bytes'] / 1e6:.3f} |")
         lines.append("")
+    lines += [_targets(res["models"]), ""]
     ap = res.get("res50_ap")
     if ap:
         r = ap["results"]
