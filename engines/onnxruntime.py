@@ -82,7 +82,10 @@ class OnnxRuntimeBackend(Backend):
         self.precision = self.card.precision if self.card is not None else "fp32"
         self.fp16_emulated = False
         cpu_only = provider_list == ["CPUExecutionProvider"]
-        maybe_fp16 = self.card is None or self.precision in ("fp16", "mixed")
+        # INT8 graphs are float16 outside their INT8 layers (opset-19 float16 Q/DQ): ONNX Runtime's CPU kernels
+        # would run them in float32 and its WeightBiasQuantization pass miscomputes float16 Q/DQ, so they get the
+        # same float16-rounding emulation as FP16 and mixed graphs (the arithmetic TensorRT runs)
+        maybe_fp16 = self.card is None or self.precision in ("fp16", "mixed", "int8")
         if fp16_emulation is not False and (fp16_emulation or cpu_only) and maybe_fp16:
             self._emulate_fp16(opts, provider_list)
         self._check_io()

@@ -153,6 +153,10 @@ def test_int8_graph_has_qdq_around_convs_and_caches_ranges(tmp_path: Path) -> No
     ref, q = torch_out(model, x), run_int8(out, x)["heatmaps"]
     cos = float((ref * q).sum() / np.linalg.norm(ref) / np.linalg.norm(q))
     assert cos > 0.95
+    # the evaluator's backend runs INT8 graphs as TensorRT does: float16 outside the INT8 layers, rounded (#22)
+    backend = OnnxRuntimeBackend(out, threads=1)
+    assert backend.fp16_emulated and backend.precision == "int8"
+    np.testing.assert_allclose(backend.infer(x)["heatmaps"], q, atol=1e-6)
     # same model + data + method: ranges come from the cache, no calibration data needed, same bytes
     rep2 = quantize_int8(path, tmp_path / "again.onnx", None, method="entropy", cache_dir=tmp_path / "cache",
                          data_key="random-4")
