@@ -144,18 +144,25 @@ def test_wrapping_refuses_what_cannot_be_wrapped(tmp_path: Path) -> None:
 
 
 def test_every_precision_wraps_and_parses(tmp_path: Path) -> None:
-    """FP16 (strongly typed casts) and INT8 (Q/DQ) networks keep their conversion inside the image graph; the
-    pre- and post-processing stay float32."""
+    """FP16 (strongly typed casts), INT8 and mixed INT8/FP16 (Q/DQ) networks keep their conversion inside the
+    image graph; the pre- and post-processing stay float32."""
     from srpose.export.fp16 import convert_fp16
     from srpose.export.int8 import quantize_int8
 
     core, model, cfg = cached_export("hrnet", "srpose")
     rng = np.random.default_rng(3)
     calib = [rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2)]
+    from srpose.eval._int8_groups import quantisable_nodes
+    from srpose.export._int8_mixed import write_mixed_model
+    from srpose.export.int8 import calibration_ranges
+
     convert_fp16(core, tmp_path / "n.fp16.onnx")
     quantize_int8(core, tmp_path / "n.int8.onnx", calib, method="max", cache_dir=None)
+    ranges = calibration_ranges(core, calib, method="max")  # srpose quantize's graph: some layers FP16, the rest INT8
+    fp16_half = [n.name for n in quantisable_nodes(onnx.load(str(core)), ranges.op_types)][::2]
+    write_mixed_model(core, tmp_path / "n.mixed.onnx", ranges, fp16_half)
     task = task_for(cfg)
-    for precision in ("fp16", "int8"):
+    for precision in ("fp16", "int8", "mixed"):
         out = write_image_graph(tmp_path / f"n.{precision}.onnx", tmp_path / f"i.{precision}.onnx")
         card = read_card(out)
         assert card.precision == precision and card.image_input
@@ -163,7 +170,7 @@ def test_every_precision_wraps_and_parses(tmp_path: Path) -> None:
         proto = onnx.load(str(out))
         pre = [n for n in proto.graph.node if n.name.startswith(("/preprocess/", "/postprocess/"))]
         assert pre and not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in pre)
-        assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node) == (precision == "int8")
+        assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node) == (precision != "fp16")
         feed = task.parity_inputs(card)["random"][0]
         got = open_backend(out).infer(feed)
         assert got[KEYPOINTS].shape == (len(feed[BOXES]), cfg.num_joints, 3)
