@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -203,8 +203,16 @@ class PersonDetector:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """N x 5 person boxes (x, y, w, h, score) of a BGR image, best first."""
+        return self.submit(image)()
+
+    def submit(self, image: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start detecting ``image`` (asynchronously where the backend runs so, as TensorRT does); the returned
+        function waits and gives :meth:`detect`'s boxes. Lets the pose graph run while the detector does."""
         box = Letterbox(tuple(image.shape[:2]), self.input_hw, center=self.format != "mmdeploy")
-        out = self.backend.infer(self._input(image, box))
+        pending = self.backend.submit(self._input(image, box))
+        return lambda: self._boxes(pending.result(), box)
+
+    def _boxes(self, out: Mapping[str, np.ndarray], box: Letterbox) -> np.ndarray:
         xyxy, scores = self._candidates(out)
         ok = np.isfinite(scores) & (scores >= self.options.score_thr) & np.isfinite(xyxy).all(1)
         xyxy, scores = box.invert(xyxy[ok]), scores[ok].astype(np.float64)

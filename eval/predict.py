@@ -9,7 +9,8 @@ returns :class:`People`: boxes, keypoints in image pixels, scores, and track ids
 :func:`predict_sources` runs images, folders, globs, videos and webcams through it: a reader thread decodes frames
 ahead, the main thread finds boxes (detector every ``detect_every`` frames on video, boxes from the previous
 keypoints in between: :mod:`._track`) and runs each frame's persons through the image-to-keypoints graph in one
-call, a writer thread draws and writes the annotated images / videos; COCO-format results (``results.json``, one
+call, the next frame's detection submitted first so that an asynchronous detector (TensorRT) runs while the pose
+graph does; a writer thread draws and writes the annotated images / videos; COCO-format results (``results.json``, one
 image id per frame, ``track_id`` on video) and ``images.json`` (what each image id is) come out, with a timing table
 per stage.
 """
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from ._track import TrackOptions, Tracker
 
 __all__ = ["People", "Pose", "PredictOptions", "PredictReport", "predict_sources", "pck", "STAGES"]
 
-STAGES = ("read", "detect", "pose", "draw + write")
+STAGES = ("read", "detect", "crop + pose", "draw + write")
 
 
 @dataclass
@@ -118,6 +119,14 @@ class Pose:
             return self.box_file.boxes(name, frame)
         return whole_image_box(image)
 
+    def submit_boxes(self, image: np.ndarray, name: str = "", frame: int | None = None) -> Callable[[], np.ndarray]:
+        """:meth:`boxes` started now and waited for by calling the result: a detector runs asynchronously where
+        its backend does (TensorRT), so the pose graph of the previous frame runs meanwhile."""
+        if self.detector is not None and self.top_down:
+            return self.detector.submit(image)
+        boxes = self.boxes(image, name, frame)
+        return lambda: boxes
+
     def __call__(self, source: Any) -> People | list[People]:
         """The people of one image (a path, encoded bytes or a BGR array) or, for a list, of each."""
         many = isinstance(source, (list, tuple))
@@ -140,16 +149,18 @@ class Pose:
         for number, image in enumerate(frames):
             yield self.step(image, number)
 
-    def step(self, image: np.ndarray, number: int, name: str = "", seconds: dict[str, float] | None = None) -> People:
+    def step(self, image: np.ndarray, number: int, name: str = "", seconds: dict[str, float] | None = None,
+             boxes: np.ndarray | None = None) -> People:
         """One video frame through the tracker: the detector (or boxes file) on detection frames, boxes from the
-        tracks' keypoints in between. ``seconds``: adds the time of ``detect`` and ``pose`` there."""
+        tracks' keypoints in between. ``boxes``: this frame's detections if already made (used on a detection
+        frame). ``seconds``: adds the time of ``detect`` and ``crop + pose`` there."""
         tracker = self.tracker
         if tracker is None:
             raise RuntimeError("call track() (or reset_tracker()) before step()")
         carried = None
         t = time.perf_counter()
         if tracker.needs_detection(number) or not self.top_down:
-            boxes = self.boxes(image, name, number)
+            boxes = boxes if boxes is not None else self.boxes(image, name, number)
         else:
             boxes, carried = tracker.carried_boxes()
         t1 = time.perf_counter()
@@ -157,19 +168,20 @@ class Pose:
         ids, kp, keep = tracker.update(boxes, kp, scores, carried)
         if seconds is not None:
             seconds["detect"] += t1 - t
-            seconds["pose"] += time.perf_counter() - t1
+            seconds["crop + pose"] += time.perf_counter() - t1
         return _people(kp[keep], scores[keep], boxes[keep], ids[keep])
 
     def one(self, image: np.ndarray, name: str = "", frame: int | None = None,
-            seconds: dict[str, float] | None = None) -> People:
-        """One image without tracking (``seconds``: adds the time of ``detect`` and ``pose`` there)."""
+            seconds: dict[str, float] | None = None, boxes: np.ndarray | None = None) -> People:
+        """One image without tracking (``boxes``: its detections if already made; ``seconds``: adds the time of
+        ``detect`` and ``crop + pose`` there)."""
         t = time.perf_counter()
-        boxes = self.boxes(image, name, frame)
+        boxes = boxes if boxes is not None else self.boxes(image, name, frame)
         t1 = time.perf_counter()
         (people,) = self.run([image], [boxes])
         if seconds is not None:
             seconds["detect"] += t1 - t
-            seconds["pose"] += time.perf_counter() - t1
+            seconds["crop + pose"] += time.perf_counter() - t1
         return people
 
     def reset_tracker(self, fps: float = 25.0) -> None:
@@ -287,15 +299,45 @@ def _read(items: Sequence[Any], skipped: Skipped, options: PredictOptions, out: 
         out.put(_END)
 
 
+def _detect_ahead(pose: Pose, frame: Any, options: PredictOptions,
+                  report: PredictReport) -> Callable[[], np.ndarray] | None:
+    """Start the boxes of ``frame`` when its detection is due whatever the tracks do (images, untracked video,
+    every ``detect_every``-th tracked frame); None otherwise (the tracker decides when the frame's turn comes)."""
+    if frame is None or frame is _END or not pose.top_down:
+        return None
+    video = frame.source.kind in ("video", "webcam")
+    if video and options.track and frame.number % pose.track_options.detect_every:
+        return None
+    t = time.perf_counter()
+    wait = pose.submit_boxes(frame.image, str(frame.source.path or frame.source.name), frame.number if video else None)
+    report.seconds["detect"] += time.perf_counter() - t
+
+    def boxes() -> np.ndarray:
+        t = time.perf_counter()
+        out = wait()
+        report.seconds["detect"] += time.perf_counter() - t
+        return out
+    return boxes
+
+
 def _loop(pose: Pose, frames: queue.Queue, outputs: Any, options: PredictOptions, report: PredictReport) -> None:
+    """The main thread's stages: the next frame's detection is submitted before this frame's pose runs, when the
+    reader has the next frame ready (a live source is never waited for), so an asynchronous detector (TensorRT)
+    overlaps the pose graph."""
     from tqdm import tqdm
 
     current = None
+    nxt: Any = frames.get()
+    nxt_boxes = _detect_ahead(pose, nxt, options, report)
     with tqdm(unit="frame", desc="predict", disable=not options.progress, leave=False) as bar:
-        while True:
-            frame: Frame = frames.get()
-            if frame is _END:
-                break
+        while nxt is not _END:
+            frame: Frame = nxt
+            boxes = nxt_boxes() if nxt_boxes is not None else None
+            try:
+                nxt = frames.get_nowait()
+            except queue.Empty:
+                nxt = None
+            nxt_boxes = _detect_ahead(pose, nxt, options, report)
             video = frame.source.kind in ("video", "webcam")
             if frame.source is not current:
                 current = frame.source
@@ -303,13 +345,16 @@ def _loop(pose: Pose, frames: queue.Queue, outputs: Any, options: PredictOptions
                     pose.reset_tracker(frame.fps or 25.0)
             name = str(frame.source.path or frame.source.name)
             if video and options.track:
-                people = pose.step(frame.image, frame.number, name, report.seconds)
+                people = pose.step(frame.image, frame.number, name, report.seconds, boxes=boxes)
             else:
-                people = pose.one(frame.image, name, frame.number if video else None, report.seconds)
+                people = pose.one(frame.image, name, frame.number if video else None, report.seconds, boxes=boxes)
             report.frames += 1
             report.persons += len(people)
             outputs.add(frame, people, tracked=video and options.track)
             bar.update(1)
+            if nxt is None:  # the reader was behind: wait for it now
+                nxt = frames.get()
+                nxt_boxes = _detect_ahead(pose, nxt, options, report)
 
 
 def pck(people: Sequence[People], ann: str | Path | dict, alpha: float = 0.2) -> float:

@@ -29,7 +29,7 @@ def test_bench_predict_times_each_stage_and_writes_its_section(tmp_path: Path) -
         assert [r for r in rows] == [name for name, _, _ in mod.RUNS]
         for name, r in rows.items():
             assert r["frames"] == 6 and r["persons"] == 6 * int(people), (people, name)  # the stand-in finds all
-            assert r["frames_per_s"]["whole run"] > 0 and r["seconds"]["pose"] > 0
+            assert r["frames_per_s"]["whole run"] > 0 and r["seconds"]["crop + pose"] > 0
             assert (r["seconds"]["draw + write"] > 0) == ("results only" not in name)
     text = doc.read_text()
     assert "## Other\n\nkept" in text and mod.SECTION in text and text.count("| 3 | every") == 3 and "onnxruntime" not in text

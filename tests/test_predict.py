@@ -55,6 +55,16 @@ def test_pose_takes_paths_bytes_arrays_and_lists(coco_sample: dict) -> None:
     pose.close()
 
 
+def test_predict_on_images_takes_each_images_boxes_from_the_file(coco_sample: dict, tmp_path: Path) -> None:
+    """A COCO detections file: each image's boxes by its file name (not a video's frame numbers)."""
+    det = json.loads(Path(coco_sample["det"]).read_text())
+    pose = Pose(cached_image_graph()[0], boxes=coco_sample["det"])
+    image = Path(coco_sample["images"]) / "000000000785.jpg"
+    report = predict_sources(pose, [str(image)], PredictOptions(out=tmp_path / "o", save=False, progress=False))
+    pose.close()
+    assert report.persons == sum(d["image_id"] == 785 for d in det) > 0
+
+
 def test_predict_cli_reads_every_kind_of_source(clip: dict, coco_sample: dict, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     """An image, a folder, a quoted glob, a video, a missing file and an unreadable video: the readable ones are
@@ -77,7 +87,7 @@ def test_predict_cli_reads_every_kind_of_source(clip: dict, coco_sample: dict, t
     frames = 1 + 2 + 1 + 24
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["frames"] == frames and report["persons"] == frames  # whole-image boxes: one person each
-    assert set(report["frames_per_s"]) == {"read", "detect", "pose", "draw + write"}
+    assert set(report["frames_per_s"]) == {"read", "detect", "crop + pose", "draw + write"}
     results = json.loads((out / "results.json").read_text())
     listed = json.loads((out / "images.json").read_text())
     assert len(listed) == frames and [im["id"] for im in listed] == list(range(1, frames + 1))
@@ -201,3 +211,44 @@ def test_predict_sources_api_and_options(clip: dict, tmp_path: Path) -> None:
         predict_sources(pose, [str(clip["video"])], PredictOptions(out=tmp_path / "o", max_frames=0))
     with pytest.raises(ValueError, match="a detector or a boxes file, not both"):
         Pose(cached_image_graph()[0], boxes=clip["det"], detector=clip["det"])
+
+
+def test_the_next_frames_detection_starts_before_this_frames_pose(clip: dict) -> None:
+    """Detector (asynchronous on TensorRT) and pose graph overlap: with frames queued, frame n + 1's detection is
+    submitted before frame n's pose runs and waited for after it; between detector frames none is submitted."""
+    import queue
+
+    from srpose.eval._sources import Frame, Source
+    from srpose.eval.predict import _END, PredictReport, _loop
+
+    events: list[tuple[str, int]] = []
+
+    class Detector:  # the PersonDetector interface the loop uses
+        def submit(self, image: np.ndarray) -> Any:
+            n = int(image[0, 0, 0])
+            events.append(("submit", n))
+            return lambda: (events.append(("wait", n)), np.array([[0, 0, 8, 8, 1]], np.float32))[1]
+
+        def detect(self, image: np.ndarray) -> np.ndarray:
+            return self.submit(image)()
+
+    class Runner:
+        def run(self, images: list, boxes: list) -> list:
+            events.append(("pose", int(images[0][0, 0, 0])))
+            kp = np.tile(np.asarray([[2, 2, 1], [6, 6, 1]], np.float32), (9, 1))[:17]  # confident, in the box
+            return [(np.tile(kp, (len(b), 1, 1)), np.ones(len(b), np.float32), b) for b in boxes]
+
+    class Sink:
+        def add(self, *a: Any, **k: Any) -> None:
+            pass
+
+    pose = Pose(cached_image_graph()[0], track_options=TrackOptions(detect_every=2))
+    pose.runner, pose.detector = Runner(), Detector()
+    src = Source(kind="video", path=clip["video"], name="v")
+    frames: queue.Queue = queue.Queue()
+    for n in range(4):
+        frames.put(Frame(image=np.full((16, 16, 3), n, np.uint8), source=src, number=n, fps=15.0))
+    frames.put(_END)
+    _loop(pose, frames, Sink(), PredictOptions(out="unused", progress=False), PredictReport())
+    assert events == [("submit", 0), ("wait", 0), ("pose", 0),  # frame 1: boxes from frame 0's keypoints
+                      ("submit", 2), ("pose", 1), ("wait", 2), ("pose", 2), ("pose", 3)]
