@@ -2,7 +2,9 @@
 
 The configs are plain Python assignments of dicts, lists, literals, f-strings and references to earlier names.
 They are evaluated with a small AST interpreter that allows exactly those constructs; ``_base_`` files are merged
-the way mmcv does it (child keys override base keys recursively, ``_delete_=True`` replaces).
+the way mmcv does it (child keys override base keys recursively, ``_delete_=True`` replaces), and mmcv's
+``{{_base_.xxx}}`` placeholders (e.g. ``dataset_info={{_base_.dataset_info}}`` in mmpose 0.x's MPII and CrowdPose
+configs) take the value of ``xxx`` in the merged base files.
 """
 from __future__ import annotations
 
@@ -24,10 +26,37 @@ class ConfigError(ValueError):
     """An mmpose config file could not be read."""
 
 
+_NOT_BASE = object()
+
+
 class _Evaluator:
     def __init__(self, path: Path, env: dict[str, Any]):
         self.path = path
         self.env = env
+        self.base: dict[str, Any] | None = None  # the merged _base_ files, once ``_base_`` is assigned
+
+    def base_reference(self, node: ast.AST) -> Any:
+        """The value of mmcv's ``{{_base_.a.b}}`` placeholder (a set of a set of ``_base_.a.b`` to Python), or
+        the sentinel ``_NOT_BASE`` when ``node`` is another set."""
+        if not (isinstance(node, ast.Set) and len(node.elts) == 1 and isinstance(node.elts[0], ast.Set)
+                and len(node.elts[0].elts) == 1):
+            return _NOT_BASE
+        keys, inner = [], node.elts[0].elts[0]
+        while isinstance(inner, ast.Attribute):
+            keys.insert(0, inner.attr)
+            inner = inner.value
+        if not (isinstance(inner, ast.Name) and inner.id == "_base_" and keys):
+            return _NOT_BASE
+        ref = "{{_base_." + ".".join(keys) + "}}"
+        if self.base is None:
+            raise ConfigError(f"{self.path}:{node.lineno}: {ref} is used before `_base_` names the base files")
+        value: Any = self.base
+        for i, k in enumerate(keys):
+            if not isinstance(value, dict) or k not in value:
+                raise ConfigError(f"{self.path}:{node.lineno}: {ref}: the base files have no "
+                                  f"`{'.'.join(keys[:i + 1])}`")
+            value = value[k]
+        return copy.deepcopy(value)
 
     def fail(self, node: ast.AST, what: str) -> ConfigError:
         return ConfigError(f"{self.path}:{getattr(node, 'lineno', '?')}: {what} is not supported in a config file "
@@ -75,6 +104,10 @@ class _Evaluator:
             args = [self.eval(a) for a in node.args]
             kwargs = {k.arg: self.eval(k.value) for k in node.keywords}
             return _CALLS[node.func.id](*args, **kwargs)
+        if isinstance(node, ast.Set):  # mmcv's {{_base_.xxx}}: the value of xxx in the base files
+            value = self.base_reference(node)
+            if value is not _NOT_BASE:
+                return value
         if isinstance(node, ast.ListComp) or isinstance(node, ast.Lambda):
             raise self.fail(node, type(node).__name__)
         raise self.fail(node, type(node).__name__)
@@ -122,6 +155,7 @@ def read_mmpose_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[s
                 for b in bases:
                     base = _merge(base, read_mmpose_config(path.parent / b, _seen + (path.resolve(),)))
                 env.update(copy.deepcopy(base))
+                ev.base = base
                 continue
             env[target.id] = value
         elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):

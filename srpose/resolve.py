@@ -91,12 +91,19 @@ def config_from_mmpose(path: str | Path) -> PoseConfig:
                  lr_steps=tuple(lr_cfg.get("step", (170, 200))), epochs=int(raw.get("total_epochs", 210)),
                  batch_size=int(data_section.get("samples_per_gpu", 32)),
                  grad_clip=(raw.get("optimizer_config") or {}).get("grad_clip"))
-    for step_type, keys in (("TopDownRandomFlip", ("flip_prob",)),
-                            ("TopDownHalfBodyTransform", ("num_joints_half_body", "prob_half_body")),
-                            ("TopDownGetRandomScaleRotation", ("rot_factor", "scale_factor"))):
-        step = _find_pipeline_step(raw.get("train_pipeline", []), step_type)
+    # the augmentations follow the config's training pipeline: a step it lacks is off (mmpose's MPII pipeline has
+    # no TopDownHalfBodyTransform), a step it has keeps mmpose's defaults for the keys it leaves out
+    pipeline = raw.get("train_pipeline")
+    for step_type, keys, off in (("TopDownRandomFlip", ("flip_prob",), dict(flip_prob=0.0)),
+                                 ("TopDownHalfBodyTransform", ("num_joints_half_body", "prob_half_body"),
+                                  dict(prob_half_body=0.0)),
+                                 ("TopDownGetRandomScaleRotation", ("rot_factor", "scale_factor"),
+                                  dict(rot_factor=0, scale_factor=0.0))):
+        step = _find_pipeline_step(pipeline or [], step_type)
         if step:
             train.update({k: step[k] for k in keys if k in step})
+        elif pipeline:
+            train.update(off)
     return PoseConfig(name=path.stem, model=model, data=data, train=train, source=str(path))
 
 

@@ -97,6 +97,69 @@ def test_base_inheritance_and_dataset_info(tmp_path) -> None:
     assert raw["dataset_info"]["keypoint_info"][1]["swap"] == "right_eye"
 
 
+MPII_STYLE = textwrap.dedent('''
+    _base_ = ['../../_base_/default_runtime.py', '../../_base_/datasets/mpii.py']
+    model = dict(type='TopDown', backbone=dict(type='ResNet', depth=50),
+                 keypoint_head=dict(type='TopdownHeatmapSimpleHead', in_channels=2048, out_channels=16,
+                                    loss_keypoint=dict(type='JointsMSELoss', use_target_weight=True)),
+                 train_cfg=dict(), test_cfg=dict(flip_test=True, post_process='default', shift_heatmap=True,
+                                                 modulate_kernel=11))
+    data_cfg = dict(image_size=[256, 256], heatmap_size=[64, 64], num_joints=16, use_gt_bbox=True, bbox_file=None)
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='TopDownRandomFlip', flip_prob=0.5),
+        dict(type='TopDownGetRandomScaleRotation', rot_factor=40, scale_factor=0.5),
+        dict(type='TopDownAffine'), dict(type='TopDownGenerateTarget', sigma=2)]
+    val_pipeline = [dict(type='LoadImageFromFile'), dict(type='TopDownAffine')]
+    data = dict(
+        samples_per_gpu=64,
+        train=dict(type='TopDownMpiiDataset', data_cfg=data_cfg, pipeline=train_pipeline,
+                   dataset_info={{_base_.dataset_info}}),
+        test=dict(type='TopDownMpiiDataset', data_cfg=data_cfg, pipeline=val_pipeline,
+                  dataset_info={{ _base_.dataset_info }}))
+    name = {{_base_.dataset_info.dataset_name}}
+''')
+
+
+def test_base_placeholders_of_mmpose_0x_mpii_and_crowdpose_configs(tmp_path) -> None:
+    """mmcv's ``{{_base_.xxx}}`` (mmpose 0.x's MPII and CrowdPose configs) takes the base files' value; the training
+    augmentations follow the config's pipeline (MPII's has no half-body step: off)."""
+    base = tmp_path / "_base_"
+    (base / "datasets").mkdir(parents=True)
+    (base / "default_runtime.py").write_text("log_level = 'INFO'\nload_from = None\n")
+    (base / "datasets" / "mpii.py").write_text(textwrap.dedent('''
+        dataset_info = dict(dataset_name='mpii', keypoint_info={
+            0: dict(name='right_ankle', id=0, swap='left_ankle'),
+            5: dict(name='left_ankle', id=5, swap='right_ankle')})
+    '''))
+    cfg_path = tmp_path / "body" / "mpii" / "res50_mpii_256x256.py"
+    cfg_path.parent.mkdir(parents=True)
+    cfg_path.write_text(MPII_STYLE)
+    raw = read_mmpose_config(cfg_path)
+    assert raw["data"]["train"]["dataset_info"] == raw["data"]["test"]["dataset_info"] == raw["dataset_info"]
+    assert raw["name"] == "mpii" and raw["load_from"] is None
+    cfg = get_config(cfg_path)
+    assert cfg.data["num_joints"] == 16 and cfg.data["flip_pairs"] == [[0, 5]]
+    assert cfg.train["prob_half_body"] == 0.0 and cfg.train["flip_prob"] == 0.5 and cfg.train["rot_factor"] == 40
+    coco = get_config(_write(tmp_path / "coco.py", OFFICIAL_STYLE))  # COCO's pipeline has the step: 0.3
+    assert coco.train["prob_half_body"] == 0.3 and coco.train["num_joints_half_body"] == 8
+    cfg_path.write_text(MPII_STYLE.replace("dataset_info.dataset_name", "dataset_info.nosuch"))
+    with pytest.raises(ConfigError, match=r"\{\{_base_.dataset_info.nosuch\}\}: the base files have no "
+                                          r"`dataset_info.nosuch`"):
+        read_mmpose_config(cfg_path)
+    (tmp_path / "nobase.py").write_text("x = {{_base_.y}}\n")
+    with pytest.raises(ConfigError, match="used before `_base_` names the base files"):
+        read_mmpose_config(tmp_path / "nobase.py")
+    (tmp_path / "set.py").write_text("x = {1, 2}\n")
+    with pytest.raises(ConfigError, match="Set is not supported"):
+        read_mmpose_config(tmp_path / "set.py")
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
 def test_config_errors(tmp_path) -> None:
     (tmp_path / "imp.py").write_text("import os\nmodel = dict()\n")
     with pytest.raises(ConfigError, match="imports are not supported"):
