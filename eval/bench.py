@@ -16,7 +16,8 @@ __all__ = ["BenchOptions", "bench", "make_end_to_end", "task_of_backend", "image
 
 @dataclass
 class BenchOptions:
-    """``batches``: batch sizes (None: 1, 8, 32 top-down, 1 bottom-up; for a top-down image-to-keypoints graph:
+    """``batches``: batch sizes (None: 1, 8, 32 top-down, those within a crop graph's profile, 1 bottom-up; sizes
+    outside a graph's profile are refused; for a top-down image-to-keypoints graph:
     persons in one 640x480 image); ``input_size`` (W, H) to time a dynamic-size (bottom-up) model at (default: the
     config's); ``end_to_end`` also times the pre-processing (one affine crop + normalisation per person) and the
     decoding (image graphs do both inside: they are always timed end to end)."""
@@ -57,7 +58,8 @@ def bench(backend: Any, task: PoseTask, options: BenchOptions | None = None) -> 
     if opts.end_to_end and task.kind != "top-down":
         raise ValueError("--end-to-end times person crops (top-down); bottom-up models take whole images: drop "
                          "--end-to-end")
-    batches = list(opts.batches or ([1] if task.kind == "bottom-up" else [1, 8, 32]))
+    batches = list(opts.batches or _default_batches(backend, task))
+    _check_batches(backend, batches, (c, h, w))
     if backend.image_input:
         lo, _, hi = backend.card.batch
         too_many = [b for b in batches if not lo <= b <= hi]
@@ -76,6 +78,44 @@ def bench(backend: Any, task: PoseTask, options: BenchOptions | None = None) -> 
     for r in rows:
         r["model"] = task.cfg.name
     return rows
+
+
+def _default_batches(backend: Any, task: PoseTask) -> list[int]:
+    """1 bottom-up; top-down 1, 8, 32, those within a crop graph's profile (and its largest batch up to 32)."""
+    if task.kind == "bottom-up":
+        return [1]
+    card = getattr(backend, "card", None)
+    if card is None or backend.image_input or not card.batch:
+        return [1, 8, 32]
+    lo, _, hi = card.batch
+    return sorted({b for b in (1, 8, 32) if lo <= b <= hi} | {max(lo, min(hi, 32))})
+
+
+def _check_batches(backend: Any, batches: Sequence[int], chw: tuple[int, int, int]) -> None:
+    """Refuse, before any timing, batch sizes a graph's profile does not cover (TensorRT cannot run them; ONNX
+    Runtime would time a graph outside its intended range) and batches whose input arrays alone would not fit in
+    the memory free now (a batch of 100000 would otherwise run out of memory after minutes of silence)."""
+    import os
+
+    card = getattr(backend, "card", None)
+    if card is not None and not backend.image_input and card.batch:
+        lo, _, hi = card.batch
+        outside = [b for b in batches if not lo <= b <= hi]
+        if outside:
+            raise ValueError(f"batch sizes {outside} are outside the graph's profile {lo}..{hi}: pass --batch within "
+                             "it, or re-export with a wider --batch MIN,OPT,MAX")
+    try:  # Linux's estimate of what can be allocated (page cache included), else the free pages
+        with open("/proc/meminfo") as f:
+            free = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - platforms without these
+            return
+    need = max(batches) * int(np.prod(chw)) * 4 * 2  # float32 inputs, and the mirrored or pinned copy
+    if need > free:
+        raise ValueError(f"batch {max(batches)} needs {need / 1e9:.1f} GB for its inputs alone, more than the "
+                         f"{free / 1e9:.1f} GB of memory free: pass a smaller --batch")
 
 
 def image_graph_feed(task: PoseTask, card: Any, shape: tuple[int, ...], rng: np.random.Generator

@@ -45,7 +45,9 @@ class EvalOptions:
     runs one image at a time; image-input graphs: whole images adding up to about this many persons);
     ``workers`` data-loader processes (None: one per core; they decode the images and, for crop graphs, crop and
     normalise); ``results_file`` also writes the keypoint results there (COCO results format); ``concurrency``:
-    requests in flight to a served model (Triton), which takes one image per request."""
+    requests in flight to a served model (Triton), which takes one image per request; ``skip_bad_images``: images
+    that cannot be decoded (empty, truncated, not an image) are left out of the evaluation and named in the result
+    (every image is decoded once more first), instead of stopping it."""
 
     flip: bool | None = None
     post: bool = True
@@ -54,6 +56,7 @@ class EvalOptions:
     progress: bool = True
     results_file: str | Path | None = None
     concurrency: int = 8
+    skip_bad_images: bool = False
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -86,6 +89,8 @@ class EvalResult:
     per_joint: dict[str, float] = field(default_factory=dict)
     results_file: str | None = None
     task: str = "top-down"
+    #: images left out because they cannot be decoded (``skip_bad_images``); the protocol scored the others
+    bad_images: list[str] = field(default_factory=list)
     #: the decoded people (image x, y, score), not part of ``to_dict``
     poses: Poses | None = field(default=None, repr=False)
 
@@ -203,6 +208,15 @@ def evaluate(task: PoseTask, backend: Backend, dataset: Any, options: EvalOption
     """Run ``backend`` over every item of ``dataset`` and score the people it finds with the dataset's protocol.
     Raises rather than reporting a partial number (missing predictions, non-finite outputs)."""
     opts = options or EvalOptions()
+    opts.check()
+    bad: list[str] = []
+    if opts.skip_bad_images:
+        from srpose.data.checks import without_bad_images
+
+        dataset, bad = without_bad_images(dataset, workers=opts.num_workers)
+        if bad:
+            warnings.warn(f"left out {len(bad)} image(s) that cannot be decoded: {', '.join(bad[:5])}"
+                          + (" ..." if len(bad) > 5 else ""), stacklevel=2)
     poses, stats = predict(task, backend, dataset, opts, on_output=on_output)
     metrics, results, per_joint = score(task, dataset, poses, backend_name=backend.name)
     if opts.results_file is not None:
@@ -216,7 +230,7 @@ def evaluate(task: PoseTask, backend: Backend, dataset: Any, options: EvalOption
         images_per_s=n / elapsed if elapsed > 0 else float("inf"), backend_ms_per_person=stats["backend_s"] * 1e3 / n,
         flip=stats["flip"] or backend.flip_in_graph, post_process=task.post_process_name(opts.post),
         decoder=task.codec.name, per_joint=per_joint, task=task.kind,
-        results_file=None if opts.results_file is None else str(opts.results_file), poses=poses)
+        results_file=None if opts.results_file is None else str(opts.results_file), bad_images=bad, poses=poses)
 
 
 def score(task: PoseTask, dataset: Any, poses: Poses, *, backend_name: str = "backend"
@@ -240,11 +254,26 @@ def score(task: PoseTask, dataset: Any, poses: Poses, *, backend_name: str = "ba
         warnings.warn(f"backend {backend_name!r} found no person in {len(dataset)} items; every metric is 0",
                       stacklevel=3)
         return {m: 0.0 for m in COCO_METRIC_NAMES}, results, {}
+    gt = _scored_annotations(dataset)
     if name == "crowdpose":
-        return crowdpose_keypoint_eval(dataset.ann_file, results), results, {}
+        return crowdpose_keypoint_eval(gt, results), results, {}
     if name == "coco":
-        return coco_keypoint_eval(dataset.ann_file, results, sigmas=dataset.sigmas), results, {}
+        return coco_keypoint_eval(gt, results, sigmas=dataset.sigmas), results, {}
     raise ValueError(f"no metric for dataset {name!r}: expected coco, crowdpose or mpii")
+
+
+def _scored_annotations(dataset: Any) -> Any:
+    """The annotation file the protocol scores against: the dataset's, without the images it left out."""
+    skipped = set(getattr(dataset, "skipped_image_ids", None) or ())
+    if not skipped:
+        return dataset.ann_file
+    import json
+
+    with open(dataset.ann_file, "r", encoding="utf-8") as f:
+        data = json.load(f)
+    data["images"] = [im for im in data["images"] if im["id"] not in skipped]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] not in skipped]
+    return data
 
 
 # ---------------------------------------------------------------------------------------------- sharded (training)

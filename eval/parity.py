@@ -224,6 +224,8 @@ def _compare_one(task: PoseTask, model: "nn.Module", path: str | Path, dataset: 
         notes.append(f"{name} was exported from another checkpoint (sha256 {sha[:12]}...)")
     if backend.flip_in_graph and not ref_flip:
         notes.append(f"{name} has the flip test in its graph; the reference runs without flip")
+    if backend.flip_in_graph:
+        model_flip = None  # the graph (or the server) flips, whatever the reference does
     if backend.decoded and ref_flip and not backend.flip_in_graph:
         notes.append(f"{name} decodes in its graph without an in-graph flip: evaluated without flip")
         model_flip = False
@@ -257,8 +259,11 @@ def config_of_models(models: Sequence[str | Path]) -> Any:
     from srpose.config import PoseConfig
     from srpose.engines import SERVER_SCHEMES
 
+    missing = [str(f) for f in models if not str(f).startswith(SERVER_SCHEMES) and not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"model file {missing[0]} does not exist")
     for f in models:
-        if str(f).startswith(SERVER_SCHEMES) or not Path(f).is_file():
+        if str(f).startswith(SERVER_SCHEMES):
             continue
         try:
             card = read_card(f)

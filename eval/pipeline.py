@@ -53,6 +53,15 @@ class PipelineOptions:
             raise ValueError(f"--error-persons must be >= 1, got {self.error_items}")
         if self.calib_num < 1 or any(b < 1 for b in self.bench_batches) or self.bench_s <= 0:
             raise ValueError("--calib-num and --bench-batch sizes must be >= 1 and --bench-s > 0")
+        if self.max_ap_drop is not None and not 0 <= self.max_ap_drop < float("inf"):
+            raise ValueError(f"--max-ap-drop must be >= 0 (AP points on the 0..1 scale, e.g. 0.005), got "
+                             f"{self.max_ap_drop}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.out is not None:
+            from srpose._io import check_out_dir
+
+            check_out_dir(self.out, option="--out")
 
 
 @dataclass
@@ -94,7 +103,7 @@ def run_pipeline(config: Any, checkpoint: str | Path, options: PipelineOptions, 
     data and training); ``targets_fn(parity, seconds)`` adds a checked-targets section."""
     import torch
 
-    from srpose._io import atomic_write_json
+    from srpose._io import atomic_write_json, check_out_dir
     from srpose.export.onnx_export import as_task
 
     options.check()
@@ -103,6 +112,7 @@ def run_pipeline(config: Any, checkpoint: str | Path, options: PipelineOptions, 
     timer = timer or PhaseTimer()
     task = as_task(config)
     out = Path(options.out or Path("pipeline") / task.cfg.name)
+    check_out_dir(out, option="--out")
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / f"{task.cfg.name}.json"  # the exact config next to the outputs: every step can rebuild it
     atomic_write_json(cfg_path, task.cfg.to_dict())

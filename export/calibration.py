@@ -22,9 +22,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 def check_image_folder(folder: str | Path) -> Path:
     """``folder`` as a Path; raises when it does not exist or holds no image files."""
+    from srpose.data.datasets import check_image_folder as check_folder
+
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"calibration image folder {folder} does not exist")
+    check_folder(folder, "calibration image folder")
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file()):
         raise ValueError(f"calibration image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                          "point --calib-images at the folder of the images named in --calib-ann")

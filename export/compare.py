@@ -9,7 +9,8 @@ __all__ = ["compare_outputs", "ErrorAccumulator"]
 
 
 def compare_outputs(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """Max abs error, relative L2 error (||out - ref|| / ||ref||), cosine similarity and the reference's max abs."""
+    """Max abs error, relative L2 error (||out - ref|| / ||ref||; None for an all-zero reference and a non-zero
+    output), cosine similarity and the reference's max abs; ValueError for non-finite values in either."""
     acc = ErrorAccumulator()
     acc.add(ref, out)
     return acc.result()
@@ -35,6 +36,11 @@ class ErrorAccumulator:
         out = np.asarray(out, dtype=np.float64)
         if ref.shape != out.shape:
             raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+        for what, a in (("the reference (PyTorch)", ref), ("the output", out)):
+            if not np.isfinite(a).all():
+                i = np.unravel_index(int(np.flatnonzero(~np.isfinite(a))[0]), a.shape)
+                raise ValueError(f"{what} holds non-finite values (first at index {list(map(int, i))}: "
+                                 f"{a[i]}): the weights or the graph produce NaN/inf, no error can be measured")
         d = out - ref
         if d.size:
             self.max_abs = max(self.max_abs, float(np.abs(d).max()))
@@ -53,8 +59,9 @@ class ErrorAccumulator:
         denom = np.sqrt(self.sq_ref * self.sq_out)
         r: dict[str, Any] = dict(
             max_abs=self.max_abs,
+            # an all-zero reference has no relative error (None), unless the output is all zero too
             rel_l2=float(np.sqrt(self.sq_err / self.sq_ref)) if self.sq_ref > 0 else (0.0 if self.sq_err == 0 else
-                                                                                      float("inf")),
+                                                                                      None),
             cosine=float(self.dot / denom) if denom > 0 else (1.0 if self.sq_err == 0 else 0.0),
             ref_max_abs=self.ref_max, samples=self.count)
         if self.keypoints:

@@ -135,7 +135,8 @@ class ExportReport:
         """One line per file: path, size and its parity figures."""
         lines = []
         for entry in self.files:
-            parts = [f"{group}/{out}: max abs {e['max_abs']:.3g}, rel L2 {e['rel_l2']:.3g}, cos {e['cosine']:.6f}"
+            parts = [f"{group}/{out}: max abs {e['max_abs']:.3g}, rel L2 "
+                     f"{'n/a' if e['rel_l2'] is None else format(e['rel_l2'], '.3g')}, cos {e['cosine']:.6f}"
                      for group, outs in entry["parity"].items() for out, e in outs.items()]
             t = entry.get("traffic")
             size = f"{entry['bytes'] / 1e6:.1f} MB"
@@ -205,7 +206,7 @@ def export_model(config: Any, options: ExportOptions, *, checkpoint: str | None 
     ``checkpoint`` (or an already built ``model``) as ``options`` asks; returns the report (also written as
     ``<name>.export.json``)."""
     from srpose import __version__
-    from srpose._io import atomic_path, atomic_write_json
+    from srpose._io import atomic_write_json, publish_files
     from srpose.checkpoint import build_with_weights
 
     t_start = time.perf_counter()
@@ -224,12 +225,11 @@ def export_model(config: Any, options: ExportOptions, *, checkpoint: str | None 
     try:
         report = _build(task, model, options, name, batch, precisions, staging, calib, real, sha, checkpoint)
         report.tool_version, report.seconds = f"srpose {__version__}", round(time.perf_counter() - t_start, 2)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for entry in report.files:  # publish: files first, the JSON report last
-            with atomic_path(out_dir / entry["file"]) as tmp:
-                shutil.copyfile(staging / entry["file"], tmp)
         report.out_dir, report.report_file = str(out_dir), str(out_dir / f"{name}.export.json")
-        atomic_write_json(report.report_file, report.to_dict())
+        atomic_write_json(staging / f"{name}.export.json", report.to_dict())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # publish every file and the report, or none of them (a full disk leaves the previous export as it was)
+        publish_files({out_dir / f: staging / f for f in [*(e["file"] for e in report.files), f"{name}.export.json"]})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -345,7 +345,11 @@ def parity_report(onnx_path: str | Path, reference: Callable[[np.ndarray], dict]
                         raise RuntimeError(f"{onnx_path}: output {name!r} has shape {got[name].shape} in ONNX "
                                            f"Runtime but {r.shape} in PyTorch for {count(x)} inputs")
                     acc = accs.setdefault(name, ErrorAccumulator(keypoints=decoded_kpts and name == KEYPOINTS))
-                    acc.add(task.compare_view(name, r), task.compare_view(name, got[name]))
+                    try:
+                        acc.add(task.compare_view(name, r), task.compare_view(name, got[name]))
+                    except ValueError as e:  # non-finite values: the parity check fails, naming where
+                        raise ValueError(f"parity check of {Path(onnx_path).name}, output {name!r} on the {group} "
+                                         f"inputs: {e}") from None
             if accs:
                 out[group] = {name: acc.result() for name, acc in accs.items()}
     finally:

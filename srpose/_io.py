@@ -47,8 +47,43 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as indented JSON to ``path`` atomically: the one JSON writer of results and reports. Strict JSON
+    only: a NaN or infinity (which strict parsers reject) is refused, naming where it is, before anything is
+    written."""
+    where = first_nonfinite(obj)
+    if where is not None:
+        raise ValueError(f"not writing {path}: {where} is not a finite number (JSON has no NaN or Infinity)")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default,
+                                              allow_nan=False) + "\n")
+
+
+def first_nonfinite(obj: Any, where: str = "the value") -> str | None:
+    """Where the first NaN or infinity of a JSON-like ``obj`` (dicts, lists, floats, numpy arrays) is, as
+    ``key[0].name = nan``; None when every number is finite."""
+    import math
+
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else f"{where} = {obj}"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = first_nonfinite(v, f"{k}" if where == "the value" else f"{where}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = first_nonfinite(v, f"{'' if where == 'the value' else where}[{i}]")
+            if found:
+                return found
+        return None
+    if type(obj).__module__ == "numpy":
+        import numpy as np
+
+        a = np.asarray(obj)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            i = np.unravel_index(int(np.flatnonzero(~np.isfinite(a))[0]), a.shape) if a.ndim else ()
+            return f"{where}{''.join(f'[{j}]' for j in i)} = {a[i]}"
+    return None
 
 
 def _json_default(o: Any) -> Any:
@@ -91,6 +126,49 @@ def replace_markdown_section(path: str | os.PathLike, heading: str, section: str
     return atomic_write_text(path, body)
 
 
+def check_out_file(path: str | os.PathLike | None, *, option: str = "output file") -> Path | None:
+    """The one check of an output file (``--json``, ``--results``, ``--plot`` ...), before any work: raise unless
+    ``path`` can be written (not a folder, its folder exists and is writable); creates nothing. None passes."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: name a file, e.g. {path / ('out' + (path.suffix or '.json'))}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise FileNotFoundError(f"{option} {path}: its folder {parent} {what}: create it first or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(f"{option} {path} cannot be written ({parent} is read-only): choose another path")
+    return path
+
+
+def publish_files(files: "dict[Path, Path]") -> list[Path]:
+    """Copy each staged file (``{destination: source}``) to its destination, all or none: every copy goes to a
+    temporary name beside its destination first, and only when all of them are complete (the disk may fill up) are
+    they renamed into place; on failure the temporary copies are removed and nothing is published."""
+    import shutil
+
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for dst, src in files.items():
+            dst = Path(dst)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+            os.close(fd)
+            temps.append((Path(tmp), dst))
+            shutil.copyfile(src, tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, dst in temps:
+            os.replace(tmp, dst)
+        return [dst for _, dst in temps]
+    finally:
+        for tmp, _ in temps:
+            if tmp.exists():
+                tmp.unlink()
+
+
 def check_out_dir(path: str | os.PathLike, *, option: str = "output folder") -> Path:
     """Raise unless ``path`` is (or can be created as) a writable folder; creates nothing."""
     path = Path(path)
@@ -98,11 +176,13 @@ def check_out_dir(path: str | os.PathLike, *, option: str = "output folder") -> 
         if not path.is_dir():
             raise ValueError(f"{option} {path} exists and is not a folder")
         if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(f"output folder {path} is not writable: choose another {option}")
+            raise PermissionError(f"{option} {path} is not writable: choose another one")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot create output folder {path}: {parent} is not writable")
+    if not parent.is_dir():
+        raise ValueError(f"cannot create {option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create {option} {path}: {parent} is not writable")
     return path

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["SCHEMA", "TASKS", "ENGINE_SUFFIXES", "ArtifactCard", "CardError", "read_card", "sidecar_path",
-           "write_sidecar", "card_to_onnx", "card_from_onnx", "IMAGES", "BOXES", "BOX_IMAGE", "KEYPOINTS", "SCORES",
-           "PIXEL_FORMATS", "INPUT_DTYPES"]
+           "check_engine_file", "write_sidecar", "card_to_onnx", "card_from_onnx", "IMAGES", "BOXES", "BOX_IMAGE",
+           "KEYPOINTS", "SCORES", "PIXEL_FORMATS", "INPUT_DTYPES"]
 
 #: Schema of the card in ONNX metadata (key ``srpose_format``) and in engine sidecars (key ``schema``).
 SCHEMA = 2
@@ -186,10 +186,16 @@ class ArtifactCard:
         missing = sorted(required - set(d))
         if missing:
             raise CardError(f"{source}: the srpose card lacks {missing}; re-export the model with `srpose export`")
-        schema = int(d.get("schema", SCHEMA))
-        if schema > SCHEMA:
-            raise CardError(f"{source}: card schema {schema} is newer than this srpose ({SCHEMA}): upgrade srpose")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        try:
+            schema = int(d.get("schema", SCHEMA))
+            if schema > SCHEMA:
+                raise CardError(f"{source}: card schema {schema} is newer than this srpose ({SCHEMA}): upgrade srpose")
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except CardError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError) as e:  # a value of the wrong kind: the card is damaged
+            raise CardError(f"{source}: the srpose card is damaged ({type(e).__name__}: {e}); re-export the model "
+                            "with `srpose export` (engines: rebuild with `srpose build`)") from None
 
     # -------------------------------------------------------------------------------------------- ONNX metadata
     def to_metadata(self) -> dict[str, str]:
@@ -213,10 +219,10 @@ class ArtifactCard:
         meta = {k: _unjson(v) for k, v in props.items()}
         if "srpose_format" not in meta:
             raise CardError(f"{source} has no srpose card in its metadata: export it with `srpose export`")
-        if int(meta["srpose_format"]) == 1:
-            return cls.from_dict(_from_schema1(meta), source=source)
         d = {k: v for k, v in meta.items()}
-        d["schema"] = int(d.pop("srpose_format"))
+        d["schema"] = d.pop("srpose_format")
+        if d["schema"] == 1:
+            return cls.from_dict(_from_schema1(meta), source=source)
         return cls.from_dict(d, source=source)
 
 
@@ -234,6 +240,29 @@ def write_sidecar(engine_path: str | os.PathLike, card: ArtifactCard) -> Path:
     if card.engine is None:
         raise CardError(f"the card of {engine_path} has no engine section: build the engine with `srpose build`")
     return atomic_write_json(sidecar_path(engine_path), card.to_dict())
+
+
+def check_engine_file(engine_path: str | os.PathLike, card: ArtifactCard) -> None:
+    """CardError unless the engine file is the one its sidecar describes (the size and sha256 ``srpose build``
+    recorded): a file replaced or damaged after the build would otherwise be deployed as the sidecar's engine."""
+    import hashlib
+
+    facts = (card.engine or {}).get("engine") or {}
+    path = Path(engine_path)
+    size, want_size = path.stat().st_size, facts.get("bytes")
+    fix = f"rebuild it with `srpose build` (or use the engine {sidecar_path(path).name} was written for)"
+    if want_size is not None and int(want_size) != size:
+        raise CardError(f"engine {path} has {size} bytes but its sidecar {sidecar_path(path).name} describes an engine "
+                        f"of {int(want_size)} bytes: {fix}")
+    want = facts.get("sha256")
+    if want:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != want:
+            raise CardError(f"engine {path} is not the engine its sidecar {sidecar_path(path).name} describes (sha256 "
+                            f"{h.hexdigest()[:12]}..., the sidecar says {want[:12]}...): {fix}")
 
 
 def card_to_onnx(proto: Any, card: ArtifactCard) -> None:

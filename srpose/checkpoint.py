@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,8 +12,8 @@ import torch.nn as nn
 
 from srpose._io import atomic_path
 
-__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_checkpoint", "find_matching_presets",
-           "build_with_weights"]
+__all__ = ["CheckpointError", "read_state_dict", "check_finite_weights", "load_checkpoint", "save_checkpoint",
+           "find_matching_presets", "build_with_weights"]
 
 
 class CheckpointError(ValueError):
@@ -27,12 +28,16 @@ def _read_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "Unsupported global" in str(e):
+        # torch's message advises weights_only=False, unsafe for a file of unknown origin: not repeated here
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found or "Unsupported global" in str(e):
+            what = f" (e.g. {found.group(1)})" if found else ""
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses ({msg}); "
-                "re-save it with only tensors and plain types, e.g. torch.save({'state_dict': sd}, path)") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({msg})") from None
+                f"checkpoint {path} holds pickled Python objects{what}, which srpose does not load (loading them can "
+                "run code); re-save only the weights where the file came from, e.g. "
+                "torch.save({'state_dict': model.state_dict()}, path)") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint file (not a torch.save "
+                              "archive or pickle of tensors): download or copy it again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be read ({first}); "
@@ -64,7 +69,21 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         while k.startswith("module."):
             k = k[len("module."):]
         out[k] = v
+    check_finite_weights(out, path)
     return out, meta
+
+
+def check_finite_weights(sd: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """CheckpointError naming the first tensor of ``sd`` holding a NaN or infinity (a diverged run or a damaged
+    file: every output of the model would be NaN)."""
+    for k, v in sd.items():
+        if v.is_floating_point() or v.is_complex():
+            bad = ~torch.isfinite(v)
+            if bool(bad.any()):
+                n = int(bad.sum())
+                raise CheckpointError(f"checkpoint {path}: weight {k!r} holds {n} of {v.numel()} values that are NaN "
+                                      "or infinite (the training diverged or the file is damaged): use another "
+                                      "checkpoint, e.g. an earlier epoch's")
 
 
 def _mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:

@@ -17,6 +17,30 @@ class TritonError(Exception):
         return self._msg
 
 
+_NAMES: list[bytes] = [b"used_dlpack"]  # capsule names must outlive the capsules
+
+
+def _set_capsule_name(capsule: object, name: bytes) -> None:
+    import ctypes
+
+    api = ctypes.pythonapi
+    api.PyCapsule_SetName.argtypes, api.PyCapsule_SetName.restype = [ctypes.py_object, ctypes.c_char_p], ctypes.c_int
+    api.PyCapsule_SetName(capsule, next(n for n in _NAMES if n == name))
+
+
+class _Capsule:
+    """A capsule as a DLPack producer (``np.from_dlpack`` takes producers, not capsules)."""
+
+    def __init__(self, capsule: object) -> None:
+        self.capsule = capsule
+
+    def __dlpack__(self, **_: object) -> object:
+        return self.capsule
+
+    def __dlpack_device__(self) -> tuple:
+        return (1, 0)  # kDLCPU
+
+
 class Tensor:
     def __init__(self, name: str, array: np.ndarray) -> None:
         self._name = name
@@ -24,9 +48,13 @@ class Tensor:
 
     @classmethod
     def from_dlpack(cls, name: str, obj: object) -> "Tensor":
-        array = np.from_dlpack(obj)
+        """As the stub does: a DLPack capsule (or the one ``obj.__dlpack__()`` gives) is consumed and renamed
+        ``used_dlpack`` (not the protocol's ``used_dltensor``)."""
+        capsule = obj if type(obj).__name__ == "PyCapsule" else obj.__dlpack__()
+        array = np.from_dlpack(_Capsule(capsule))
         if not array.flags.c_contiguous:
             raise TritonError("DLPack tensor is not contiguous")
+        _set_capsule_name(capsule, b"used_dlpack")
         return cls(name, array.copy())
 
     def __dlpack__(self, stream: object = None) -> object:

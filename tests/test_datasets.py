@@ -208,7 +208,8 @@ def test_bottom_up_dataset_errors(tmp_path):
     from srpose.data.bottom_up import BottomUpCocoDataset
 
     ann = tmp_path / "a.json"
-    ann.write_text(json.dumps(dict(images=[dict(id=1, file_name="x.jpg")], annotations=[])))
+    ann.write_text(json.dumps(dict(images=[dict(id=1, file_name="x.jpg")], annotations=[],
+                                   categories=[dict(id=1, name="person")])))
     with pytest.raises(FileNotFoundError, match="x.jpg"):
         BottomUpCocoDataset(ann, tmp_path, get_config("res50_coco_512x512").data)
     with pytest.raises(ValueError, match="multiple of 64"):

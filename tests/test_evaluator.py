@@ -300,14 +300,16 @@ BAD = {
         (_Const(lambda n, h, w: (n, 16, 64, 48)), ValueError, r"expected 5 x 17 x H x W"),
         (_Const(lambda n, h, w: (n, 17, 128, 96)), ValueError,
          "96x128 heatmaps but the config says heatmap_size 48x64"),
-        (_Const(lambda n, h, w: (n, 17, 64, 48), np.nan), ValueError, "non-finite keypoints for 12 of 12"),
+        (_Const(lambda n, h, w: (n, 17, 64, 48), np.nan), ValueError,  # the first person named, with its image
+         r"non-finite heatmaps for 5 of 5 items of a batch, the first for item 0 \(image 000000000785.jpg\)"),
         (_Const(lambda n, h, w: (n, 17, 64, 48), names=("a", "b")), ValueError, "a top-down graph has one"),
         (_Const(lambda n, h, w: (n, 17, 64, 48), bare=True), TypeError, "backends return a dict"),
     ],
     "bottom-up": [
         (_Const(lambda n, h, w: (n, 20, h // 4, w // 4), names=("outputs",)), ValueError, r"returns 1 x \(K \+ L\)"),
         (_Const(lambda n, h, w: (n, 34, h // 4, w // 3)), ValueError, "not an integer downscale"),
-        (_Const(lambda n, h, w: (n, 34, h // 4, w // 4), np.inf), ValueError, "non-finite outputs"),
+        (_Const(lambda n, h, w: (n, 34, h // 4, w // 4), np.inf), ValueError,
+         r"non-finite heatmaps and tags for 1 of 1 items of a batch, the first for item 0 \(image 0000"),
         (_Const(lambda n, h, w: (n, 34, h, w), names=("a", "b")), ValueError, "a raw bottom-up graph has one"),
         (_Const(lambda n, h, w: (n, 34, h, w), bare=True), TypeError, "backends return a dict"),
     ],

@@ -241,7 +241,8 @@ def test_bench_cli_times_an_exported_file(task: str, bu: dict, tmp_path: Path) -
     out = tmp_path / "rows.json"
     assert cli_main(["bench", str(path), "--backend", "onnxruntime", "--json", str(out)] + common) == 0
     rows = json.loads(out.read_text())
-    assert [r["batch"] for r in rows] == ([1] if task == "bottom-up" else [1, 8, 32])  # the task's default
+    # the task's default: 1 bottom-up; 1, 8, 32 top-down, within the graph's profile (1..4 here), and its max
+    assert [r["batch"] for r in rows] == ([1] if task == "bottom-up" else [1, 4])
     assert all(r["backend"] == "onnxruntime-fp32" and r["input_shape"][1:] == [3, 64, 64] for r in rows)
     # the backend follows from the file; `--model FILE` as in `srpose eval`
     for argv in (["bench", str(path)], ["bench", "--model", str(path)]):

@@ -190,5 +190,6 @@ def test_parity_error_items_bound_the_comparison_not_the_ap(files: dict, coco_sa
     d = files["dir"]
     argv = ["parity", str(d / "cfg.json"), "--models", str(files["fp32"]), "--ann", str(coco_sample["ann"]),
             "--images", str(coco_sample["images"]), "--quiet", "--error-persons", "0"]
-    assert cli_main(argv + (["--gt-bbox"] if kind == "top-down" else [])) == 2
-    assert "--error-persons must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused while parsing, before any work
+        cli_main(argv + (["--gt-bbox"] if kind == "top-down" else []))
+    assert e.value.code == 2 and "argument --error-persons: must be >= 1, got 0" in capsys.readouterr().err

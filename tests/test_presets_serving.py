@@ -52,6 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     with start_server(ServeOptions(repos=[repo], http_port=0, grpc_port=0, python=str(python),
                                    log_file=root / "tritonserver.log")) as srv:
         yield dict(models=models, grpc=srv.grpc_url, http=srv.http_url, shared=shared)
+    log = (root / "tritonserver.log").read_text(errors="replace")  # every request answered without an exception
+    assert "Traceback" not in log, log[log.index("Traceback"):][:2000]
 
 
 def _sets(task: Any, shared: Path) -> list[Any]:

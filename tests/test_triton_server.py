@@ -356,6 +356,24 @@ def test_bench_and_parity_take_a_triton_url(served: dict[str, Any], tmp_path: Pa
     assert s["bu_name"] in parity_markdown(report)
 
 
+def test_no_flip_is_refused_where_the_server_flips(served: dict[str, Any], capsys) -> None:
+    """The top-down repository runs the flip test in its ensemble: `--no-flip` cannot be honoured, and says how to
+    get a repository without it (#24)."""
+    s, coco = served, served["coco"]
+    argv = ["eval", "--url", f"{s['grpc']}/{s['td_name']}", "--ann", str(coco / "test_coco.json"), "--images",
+            str(coco), "--gt-bbox", "--quiet", "--no-flip"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"the served model {s['td_name']} runs the flip test" in err and "--no-flip" in err, err
+
+
+def test_the_server_log_holds_no_traceback(served: dict[str, Any]) -> None:
+    """After the requests of the tests above (good and bad, every model kind): no exception in the server's log
+    (#24: a DLPack capsule destructor logged one per output tensor)."""
+    log = served["log"].read_text(errors="replace")
+    assert "Started HTTPService" in log and "Traceback" not in log, log[log.find("Traceback"):][:2000]
+
+
 def test_serve_stops_cleanly_on_sigint(served: dict[str, Any], tmp_path: Path) -> None:
     """A second `srpose serve` (the bottom-up model alone): ready, serving, and exit status 0 on Ctrl-C."""
     from srpose.engines import open_backend

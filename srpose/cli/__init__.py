@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "error_message"]
 
 #: command -> (help, module under srpose.cli)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -76,9 +76,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left (`srpose list | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 141  # 128 + SIGPIPE
-    except (FileNotFoundError, ValueError, PermissionError, RuntimeError) as e:
-        print(f"srpose {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: one line (files being written stay under temporary names, then go)
+        print(f"\nsrpose {args.command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"srpose {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
+
+
+def error_message(e: BaseException) -> str:
+    """The one line the CLI prints for an error: the library's message (bad input names the file, value and fix),
+    the original message of an error raised in a data-loader worker (not its traceback), a full disk or another
+    operating-system error named with its file; terminal escape codes removed."""
+    import errno
+    import re
+
+    msg = str(e)
+    if "Original Traceback (most recent call last)" in msg:  # re-raised by torch's DataLoader from a worker
+        lines = [ln for ln in msg.splitlines() if ln.startswith(f"{type(e).__name__}: ")]
+        msg = lines[-1][len(type(e).__name__) + 2:] if lines else msg.splitlines()[0]
+    elif isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" while writing {e.filename}" if e.filename else ""
+        msg = (f"no space left on the device{where}: free some space or write to another disk (nothing "
+               "half-written was published)")
+    elif isinstance(e, OSError) and e.strerror and e.filename is not None and msg.startswith("[Errno"):
+        msg = f"{e.filename}: {e.strerror}" + (f" (and {e.filename2})" if e.filename2 else "")
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", msg)
 
 
 if __name__ == "__main__":

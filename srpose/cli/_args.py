@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Any, Callable
 
-__all__ = ["implied_backend", "image_graph_of", "add_model_args", "add_data_args", "add_json_arg", "add_runtime_args", "add_calibration_args",
-           "publish_rows", "wxh", "batch_profile", "warn", "out_lines"]
+__all__ = ["implied_backend", "image_graph_of", "add_model_args", "add_data_args", "add_json_arg", "add_runtime_args",
+           "add_calibration_args", "publish_rows", "wxh", "batch_profile", "count", "number", "warn", "out_lines"]
 
 
 def implied_backend(url: str | None, model_file: str | None) -> str | None:
@@ -71,7 +71,7 @@ def add_json_arg(p: Any) -> None:
 def add_runtime_args(p: Any, *, device_help: str = "cpu or cuda[:N] (default: cpu)") -> None:
     """--device and --threads."""
     p.add_argument("--device", default="cpu", help=device_help)
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (torch and ONNX Runtime)")
+    p.add_argument("--threads", type=count(1), default=None, metavar="N", help="CPU threads (torch and ONNX Runtime)")
 
 
 def _argtype(fn: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -84,6 +84,39 @@ def _argtype(fn: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = fn.__name__
     return parse
+
+
+def count(minimum: int = 1) -> Callable[[str], int]:
+    """argparse type of an integer >= ``minimum`` (threads, workers, batch sizes ...): refused while parsing, before
+    any work."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise ValueError(f"must be >= {minimum}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {minimum}"
+    return _argtype(parse)
+
+
+def number(minimum: float = 0.0, *, above: bool = False) -> Callable[[str], float]:
+    """argparse type of a finite number >= ``minimum`` (> with ``above``): seconds, AP budgets, learning rates."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < minimum or (above and v == minimum):
+            raise ValueError(f"must be a finite number {'>' if above else '>='} {minimum:g}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return _argtype(parse)
 
 
 def wxh(option: str, *, minimum: int = 16, multiple: int = 1) -> Callable[[str], tuple[int, int]]:
@@ -106,10 +139,10 @@ def add_calibration_args(group: Any, *, required: bool = False) -> None:
                        help="annotation file of the calibration crops")
     group.add_argument("--calib-images", required=required, default=None, metavar="DIR",
                        help="image folder of the calibration crops")
-    group.add_argument("--calib-num", type=int, default=512, metavar="N", help="calibration crops (default: 512)")
+    group.add_argument("--calib-num", type=count(1), default=512, metavar="N", help="calibration crops (default: 512)")
     group.add_argument("--calib-method", choices=("entropy", "max", "percentile"), default="entropy",
                        help="range estimation (default: entropy)")
-    group.add_argument("--calib-batch", type=int, default=8, metavar="N", help="crops per calibration batch")
+    group.add_argument("--calib-batch", type=count(1), default=8, metavar="N", help="crops per calibration batch")
 
 
 def publish_rows(rows: list, args: Any, plot: Callable[[list, Any], Any]) -> None:

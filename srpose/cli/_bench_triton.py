@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import publish_rows
+from ._args import count, publish_rows
 
 __all__ = ["add_triton_arguments", "run_triton"]
 
@@ -13,14 +13,14 @@ def add_triton_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("triton (a served model, see `srpose triton` / `srpose serve`)")
     g.add_argument("--url", default=None, metavar="URL",
                    help="the server: grpc://HOST:PORT, http://HOST:PORT (optionally /MODEL), or HOST:PORT for gRPC")
-    g.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], metavar="C",
+    g.add_argument("--concurrency", type=count(1), nargs="+", default=[1, 4, 16], metavar="C",
                    help="requests in flight to sweep (default: 1 4 16)")
     g.add_argument("--ann", default=None, help="requests from this COCO-format annotation file (with --images)")
     g.add_argument("--images", default=None, help="image folder of --ann")
     box = g.add_mutually_exclusive_group()
     box.add_argument("--det", default=None, help="top-down: person boxes of the requests (detection results)")
     box.add_argument("--gt-bbox", action="store_true", help="top-down: the ground-truth boxes")
-    g.add_argument("--persons", type=int, default=4, metavar="N",
+    g.add_argument("--persons", type=count(1), default=4, metavar="N",
                    help="without --ann: random 640x480 images with N random person boxes each (default: 4)")
 
 

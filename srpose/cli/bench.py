@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._args import add_runtime_args, implied_backend, publish_rows, wxh
+from ._args import add_runtime_args, count, implied_backend, number, publish_rows, wxh
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,12 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_runtime_args(p)
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "fp16-weights"),
                    help="torch backend on CUDA: autocast fp16/bf16 or half weights (default: fp32)")
-    p.add_argument("--batch", type=int, nargs="+", default=None, metavar="N",
+    p.add_argument("--batch", type=count(1), nargs="+", default=None, metavar="N",
                    help="batch sizes (default: 1 8 32; 1 for bottom-up models)")
     p.add_argument("--input-size", type=wxh("--input-size"), default=None, metavar="WxH",
                    help="bottom-up models (dynamic H and W): input size to time (default: the config's)")
-    p.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per batch size (default: 1)")
-    p.add_argument("--duration-s", type=float, default=3.0, help="timed seconds per batch size (default: 3)")
+    p.add_argument("--warmup-s", type=number(0), default=1.0, help="warm-up seconds per batch size (default: 1)")
+    p.add_argument("--duration-s", type=number(0, above=True), default=3.0,
+                   help="timed seconds per batch size (default: 3)")
     p.add_argument("--end-to-end", action="store_true",
                    help="time preprocessing (affine crop + normalisation of each person) and decoding too")
     p.add_argument("--cuda-graph", action="store_true", help="tensorrt backend: replay CUDA graphs")
@@ -85,10 +86,13 @@ def _pick_backend(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srpose._io import check_out_file
     from srpose.engines.profiler import format_table, plot_profile
     from srpose.eval.bench import BenchOptions, bench
 
     _pick_backend(args)
+    check_out_file(args.json_out, option="--json")
+    check_out_file(args.plot, option="--plot")
     if args.backend == "triton":
         from ._bench_triton import run_triton
 

@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from ._args import batch_profile, image_graph_of
+from ._args import batch_profile, count, image_graph_of, number
 
 __all__ = ["add_arguments", "run", "options_from_args", "calibration_batches", "report", "image_graph_source"]
 
@@ -25,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine file to write (its card goes to X.engine.json)")
     parser.add_argument("--batch", type=batch_profile(), default=None, metavar="MIN,OPT,MAX",
                         help="batch range of the optimisation profile (default: the ONNX file's card, else 1)")
-    parser.add_argument("--workspace", type=float, default=4.0, metavar="GiB", help="builder workspace (default 4)")
+    parser.add_argument("--workspace", type=number(0, above=True), default=4.0, metavar="GiB",
+                        help="builder workspace (default 4)")
     parser.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="N",
                         help="builder optimisation level 0-5 (default 3)")
     parser.add_argument("--timing-cache", default=None, metavar="FILE",
                         help="persistent timing cache: read if present, this build's timings merged into it")
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    parser.add_argument("--device", type=count(0), default=0, help="CUDA device index (default 0)")
     parser.add_argument("--crop-input", action="store_true",
                         help="build a top-down crop graph as it is (default: wrap it into its image-to-keypoints "
                              "graph first, written beside the engine as X.image.onnx, so crop, flip test and "
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prec.add_argument("--legacy-int8", action="store_true", help="INT8 entropy calibration on an FP32 graph")
     g.add_argument("--calib-ann", default=None, metavar="ANN", help="COCO keypoint annotations of calibration images")
     g.add_argument("--calib-images", default=None, metavar="DIR", help="calibration image folder")
-    g.add_argument("--calib-num", type=int, default=512, metavar="N", help="number of calibration crops (default 512)")
+    g.add_argument("--calib-num", type=count(1), default=512, metavar="N",
+                   help="number of calibration crops (default 512)")
     g.add_argument("--calib-cache", default=None, metavar="FILE",
                    help="calibration cache (default: OUT with .calib appended); reused when present")
 
@@ -119,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     """Build the engine described by ``args``."""
     from srpose.engines.tensorrt import build_engine, check_legacy_supported, require_trt
 
+    from srpose._io import check_out_file
+
     options = options_from_args(args)
+    check_out_file(args.out, option="--out")
     require_trt()
     with contextlib.suppress(ImportError):  # lets the TensorRT layer use torch's CUDA (it never imports torch)
         import torch  # noqa: F401  # "TensorRT is not installed: pip install tensorrt (needs an NVIDIA GPU)"

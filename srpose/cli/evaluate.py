@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._args import add_data_args, add_json_arg, add_model_args, implied_backend
+from ._args import add_data_args, add_json_arg, add_model_args, count, implied_backend
 
 __all__ = ["add_arguments", "run", "make_backend", "BACKENDS", "FILE_BACKENDS"]
 
@@ -31,13 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="flip test (default: the config's test_cfg.flip_test)")
     g.add_argument("--no-post", dest="post", action="store_false",
                    help="skip the decoder's refinement (top-down sub-pixel shift, bottom-up adjust and refine)")
-    g.add_argument("--batch", type=int, default=32, metavar="N", help="persons per batch, top-down (default: 32)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument("--batch", type=count(1), default=32, metavar="N", help="persons per batch, top-down (default: 32)")
+    g.add_argument("--workers", type=count(0), default=None, metavar="N",
                    help="data loader processes decoding (and, for crop graphs, cropping) the images (default: one "
                         "per core)")
-    g.add_argument("--concurrency", type=int, default=8, metavar="N",
+    g.add_argument("--concurrency", type=count(1), default=8, metavar="N",
                    help="triton backend: requests in flight (one image each; default: 8)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be decoded (empty, truncated, not an image), named in the "
+                        "report, instead of stopping; the protocol scores the others (default: stop, naming the file)")
     g.add_argument("--bottom-up", action="store_true",
                    help="insist on the bottom-up protocol (implied by bottom-up models; refused for top-down ones)")
     out = parser.add_argument_group("output")
@@ -90,14 +93,17 @@ def make_backend(args: argparse.Namespace, task: Any, command: str = "srpose eva
 
 
 def run(args: argparse.Namespace) -> int:
-    from srpose._io import atomic_write_json
+    from srpose._io import atomic_write_json, check_out_file
     from srpose.eval.evaluator import EvalOptions, evaluate, format_metrics
     from srpose.resolve import get_config
     from srpose.tasks import task_for
 
     opts = EvalOptions(flip=args.flip, post=args.post, batch_size=args.batch, workers=args.workers,
-                       progress=not args.quiet, results_file=args.results, concurrency=args.concurrency)
+                       progress=not args.quiet, results_file=args.results, concurrency=args.concurrency,
+                       skip_bad_images=args.skip_bad_images)
     opts.check()
+    check_out_file(args.json_out, option="--json")  # output paths first: not after the whole evaluation
+    check_out_file(args.results, option="--results")
     if args.model is None:  # a model file or a served model: its card has the config
         from srpose.eval.bench import task_of_backend
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_calibration_args, add_model_args, batch_profile, wxh
+from ._args import add_calibration_args, add_model_args, batch_profile, count, wxh
 
 __all__ = ["add_arguments", "run", "options_from_args"]
 
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="built-in quantiser (default) or NVIDIA ModelOpt's (make modelopt-deps), for comparison")
     c.add_argument("--int8-op-types", nargs="+", default=list(DEFAULT_OP_TYPES), metavar="OP",
                    help=f"op types to quantise (default: {' '.join(DEFAULT_OP_TYPES)})")
-    c.add_argument("--parity-crops", type=int, default=16, metavar="N",
+    c.add_argument("--parity-crops", type=count(0), default=16, metavar="N",
                    help="real crops for the parity check when calibration data is given (default: 16)")
 
 

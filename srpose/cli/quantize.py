@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from ._args import add_calibration_args, add_model_args, batch_profile, out_lines, wxh
+from ._args import add_calibration_args, add_model_args, batch_profile, count, number, out_lines, wxh
 
 __all__ = ["add_arguments", "run", "options_from_args"]
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, metavar="DIR",
                    help="output folder: NAME.mixed.onnx, NAME.quantize.json/.md, NAME.sensitivity.png, "
                         "NAME.pareto.png, the FP32 graph and the cache")
-    p.add_argument("--max-ap-drop", type=float, required=True, metavar="X",
+    p.add_argument("--max-ap-drop", type=number(0), required=True, metavar="X",
                    help="AP the mixed graph may lose against FP32, on the 0..1 AP scale (0.005 = half a point); "
                         "PCKh@0.5 for MPII models")
     c = p.add_argument_group("calibration crops")
@@ -26,21 +26,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("held-out crops (GT boxes) the AP (MPII: PCKh) is measured on")
     v.add_argument("--val-ann", required=True, metavar="ANN", help="annotation file of the held-out persons")
     v.add_argument("--val-images", required=True, metavar="DIR", help="image folder of the held-out persons")
-    v.add_argument("--val-num", type=int, default=None, metavar="N",
+    v.add_argument("--val-num", type=count(1), default=None, metavar="N",
                    help="use N of its images, evenly spread (default: all; the crops are held in memory)")
     v.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="flip test while measuring (default: the config's test_cfg.flip_test)")
-    v.add_argument("--batch-size", type=int, default=32, metavar="N", help="persons per batch (default: 32)")
-    v.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime threads")
-    v.add_argument("--error-persons", type=int, default=128, metavar="N",
+    v.add_argument("--batch-size", type=count(1), default=32, metavar="N", help="persons per batch (default: 32)")
+    v.add_argument("--threads", type=count(1), default=None, metavar="N", help="ONNX Runtime threads")
+    v.add_argument("--error-persons", type=count(1), default=128, metavar="N",
                    help="output error against FP32 (the search's order) on the first N persons (default: 128)")
     s = p.add_argument_group("search")
     s.add_argument("--group-by", choices=("block", "node"), default="block",
                    help="layer groups: network blocks (default) or single Conv/MatMul/Gemm nodes")
-    s.add_argument("--time-limit", type=float, default=3600.0, metavar="S",
+    s.add_argument("--time-limit", type=number(0, above=True), default=3600.0, metavar="S",
                    help="stop measuring after S seconds and answer with what was measured (default: 3600; the "
                         "cache keeps every result, a rerun continues)")
-    s.add_argument("--max-evals", type=int, default=None, metavar="N",
+    s.add_argument("--max-evals", type=count(0), default=None, metavar="N",
                    help="run at most N graphs besides the 4 reference ones")
     s.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="calibration and sensitivity cache (default: DIR/quantize_cache under --out-dir)")
@@ -76,8 +76,11 @@ def options_from_args(args: argparse.Namespace) -> "object":
 
 
 def run(args: argparse.Namespace) -> int:
-    from srpose._io import atomic_write_json
+    from srpose._io import atomic_write_json, check_out_dir, check_out_file
     from srpose.eval.int8_search import search_int8
+
+    check_out_dir(args.out_dir, option="--out-dir")
+    check_out_file(args.json_out, option="--json")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

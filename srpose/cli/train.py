@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ._args import wxh
+from ._args import count, number, wxh
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,21 +22,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-images", default=None, help="image folder of the validation set")
     g.add_argument("--val-det", default=None, help="person detections of the validation set (default: GT boxes)")
     g = p.add_argument_group("schedule (defaults: the config's official recipe)")
-    g.add_argument("--epochs", type=int, default=None, help="total epochs")
-    g.add_argument("--batch", type=int, default=None, help="batch size per process")
-    g.add_argument("--lr", type=float, default=None, help="base learning rate")
-    g.add_argument("--grad-clip", type=float, default=None, metavar="MAX_NORM", help="clip the gradient norm")
+    g.add_argument("--epochs", type=count(1), default=None, help="total epochs")
+    g.add_argument("--batch", type=count(1), default=None, help="batch size per process")
+    g.add_argument("--lr", type=number(0, above=True), default=None, help="base learning rate")
+    g.add_argument("--grad-clip", type=number(0, above=True), default=None, metavar="MAX_NORM",
+                   help="clip the gradient norm")
     g.add_argument("--input-size", type=wxh("input size", minimum=32, multiple=32), default=None, metavar="WxH",
                    help="train at another input size (heatmaps scale with it)")
-    g.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations (smoke tests)")
+    g.add_argument("--max-iters", type=count(1), default=None, help="stop after this many iterations (smoke tests)")
     g = p.add_argument_group("run")
     g.add_argument("--work-dir", default=None, help="output folder (default: work_dirs/<config name>)")
     g.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its checkpoint")
     g.add_argument("--init", default=None, metavar="CKPT", help="start from a checkpoint's weights (those that fit)")
-    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N", help="save every N epochs (default 1)")
-    g.add_argument("--eval-every", type=int, default=0, metavar="N",
+    g.add_argument("--checkpoint-every", type=count(1), default=1, metavar="N", help="save every N epochs (default 1)")
+    g.add_argument("--eval-every", type=count(0), default=0, metavar="N",
                    help="evaluate every N epochs (0: only after the last); needs --val-ann/--val-images")
-    g.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    g.add_argument("--workers", type=count(0), default=2, help="data loader processes (default 2)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA)")
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``srpose train``; the eval layer supplies the periodic evaluation."""
     from pathlib import Path
 
+    from srpose._io import check_out_dir
     from srpose.resolve import get_config
     from srpose.train.trainer import train
 
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.eval_every:
         raise ValueError(f"--eval-every {args.eval_every} needs --val-ann and --val-images")
     work_dir = Path(args.work_dir) if args.work_dir else Path("work_dirs") / cfg.name
+    check_out_dir(work_dir, option="--work-dir")
     res = train(cfg, train_ann=args.train_ann, train_images=args.train_images, work_dir=work_dir,
                 epochs=args.epochs, batch_size=args.batch, lr=args.lr, workers=args.workers, amp=args.amp,
                 grad_clip=args.grad_clip, resume=args.resume, checkpoint_every=args.checkpoint_every,

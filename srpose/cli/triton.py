@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_json_arg, image_graph_of
+from ._args import add_json_arg, count, image_graph_of
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,10 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="top-down graphs without the flip test: the ensemble runs the mirrored crops too (default: the "
                         "config's test_cfg.flip_test)")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US",
+    p.add_argument("--max-queue-delay-us", type=count(0), default=2000, metavar="US",
                    help="dynamic batching: longest wait for more requests to batch (default: 2000)")
-    p.add_argument("--instances", type=int, default=1, metavar="N", help="network model instances (default: 1)")
-    p.add_argument("--python-instances", type=int, default=1, metavar="N",
+    p.add_argument("--instances", type=count(1), default=1, metavar="N", help="network model instances (default: 1)")
+    p.add_argument("--python-instances", type=count(1), default=1, metavar="N",
                    help="instances of the pre- and post-processing models (default: 1)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default=None,
                    help="where the network runs (default: gpu for engines; auto for onnxruntime, a GPU instance with "
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-input", action="store_true",
                    help="serve a top-down crop .onnx graph as it is (default: as its image-to-keypoints graph, which "
                         "crops, flips and decodes in the network; python models then only decode the image)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=count(1), default=None, metavar="N",
                    help="python-onnxruntime: ONNX Runtime intra-op threads (default: ONNX Runtime's)")
     p.add_argument("--force", action="store_true", help="replace models of the same names in REPO")
     add_json_arg(p)
@@ -59,7 +59,7 @@ def _rows(report: "object") -> list[tuple[str, str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srpose._io import atomic_write_json
+    from srpose._io import atomic_write_json, check_out_dir, check_out_file
     from srpose.serve.environment import container_command
     from srpose.serve.repository import RepositoryOptions, write_repository
 
@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us, instances=args.instances,
         python_instances=args.python_instances, device=args.device, threads=args.threads, force=args.force)
     options.check()
+    check_out_dir(args.out, option="--out")
+    check_out_file(args.json_out, option="--json")
     with tempfile.TemporaryDirectory(prefix="srpose-triton-") as tmp:
         image = image_graph_of(args.model_file, Path(tmp) / "image.onnx", crop_input=args.crop_input,
                                flip=args.flip)

@@ -47,7 +47,7 @@ class BottomUpCocoDataset(Dataset):
     dataset_name = "coco"
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, data_cfg: Mapping[str, Any]) -> None:
-        from .datasets import _load_json, _require
+        from .datasets import _load_json, _require, check_image_folder, check_person_category
 
         self.ann_file, self.img_dir = str(ann_file), str(img_dir)
         meta = dataset_meta(self.dataset_name)
@@ -65,6 +65,7 @@ class BottomUpCocoDataset(Dataset):
         self.data_cfg = cfg
         data = _load_json(self.ann_file, "annotation file")
         _require(data, ("images", "annotations"), "the top level", self.ann_file)
+        check_person_category(data, self.ann_file)
         self.images: list[dict[str, Any]] = []
         for i, img in enumerate(data["images"]):
             _require(img, ("id", "file_name"), f"images[{i}]", self.ann_file)
@@ -84,8 +85,7 @@ class BottomUpCocoDataset(Dataset):
                           else np.zeros((0, self.num_joints, 3), np.float32) for img in self.images]
         if not self.images:
             raise ValueError(f"annotation file {self.ann_file!r} lists no images")
-        if not Path(self.img_dir).is_dir():
-            raise FileNotFoundError(f"image folder {self.img_dir!r} does not exist")
+        check_image_folder(self.img_dir)
         missing = [im["file_name"] for im in self.images if not (Path(self.img_dir) / im["file_name"]).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} of {len(self.images)} images not found in folder "

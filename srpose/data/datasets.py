@@ -16,9 +16,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
+from .boxes import check_boxes
+from .checks import check_image_folder, check_person_category, without_bad_images  # noqa: F401  (re-exported)
 from .transforms import TopDownPipeline, box_to_center_scale, read_rgb
 
-__all__ = ["TopDownDataset", "TopDownCocoDataset", "TopDownCrowdPoseDataset", "TopDownMpiiDataset", "collate"]
+__all__ = ["TopDownDataset", "TopDownCocoDataset", "TopDownCrowdPoseDataset", "TopDownMpiiDataset", "collate",
+           "check_person_category", "check_image_folder", "without_bad_images"]
 
 _SHOW = 5  # how many offending items an error message lists
 
@@ -32,6 +35,8 @@ def _load_json(path: str | os.PathLike, what: str) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON (not UTF-8 text): is it the right file?") from None
 
 
 def _require(obj: Any, keys: Sequence[str], where: str, path: str | os.PathLike) -> None:
@@ -93,8 +98,7 @@ class TopDownDataset(Dataset):
     def _finish(self, empty_reason: str) -> None:
         if not self.records:
             raise ValueError(f"no person boxes to use from {self.ann_file!r}: {empty_reason}")
-        if not Path(self.img_dir).is_dir():
-            raise FileNotFoundError(f"image folder {self.img_dir!r} does not exist")
+        check_image_folder(self.img_dir)
         names = sorted({r["image_file"] for r in self.records})
         missing = [n for n in names if not (Path(self.img_dir) / n).is_file()]
         if missing:
@@ -195,6 +199,7 @@ class TopDownCocoDataset(TopDownDataset):
     def _load_annotations(self) -> None:
         data = _load_json(self.ann_file, "annotation file")
         _require(data, ("images", "annotations"), "the top level", self.ann_file)
+        check_person_category(data, self.ann_file, required=not self.train)
         self.images: dict[int, dict[str, Any]] = {}
         for i, img in enumerate(data["images"]):
             _require(img, ("id", "file_name", "width", "height"), f"images[{i}]", self.ann_file)
@@ -247,20 +252,37 @@ class TopDownCocoDataset(TopDownDataset):
             raise ValueError(f"detection file {self.det_file!r}: {len(unknown)} image_ids are not in the "
                              f"annotation file {self.ann_file!r}: {_examples(unknown)}; use the detections "
                              f"made for this annotation file")
-        image_size = self.data_cfg["image_size"]
         for i, det in enumerate(dets):
             if not isinstance(det, Mapping):
                 raise ValueError(f"detection file {self.det_file!r}: entry {i} must be a JSON object")
             for key in ("image_id", "bbox", "score", "category_id"):
                 if key not in det:
                     raise ValueError(f"detection file {self.det_file!r}: entry {i} is missing the key {key!r}")
-            if det["category_id"] != 1 or det["score"] < self.det_bbox_thr:
+        people = [(i, det) for i, det in enumerate(dets) if det["category_id"] == 1]
+        rows = np.zeros((len(people), 5), np.float64)
+        for k, (i, det) in enumerate(people):
+            try:
+                if len(det["bbox"]) < 4 or isinstance(det["score"], (bool, str)):
+                    raise TypeError
+                rows[k] = [*det["bbox"][:4], det["score"]]
+            except (TypeError, ValueError):
+                raise ValueError(f"detection file {self.det_file!r}: entry {i} (image_id {det['image_id']!r}) needs "
+                                 f"'bbox' [x, y, w, h] and a numeric 'score', got {det['bbox']!r} and "
+                                 f"{det['score']!r}") from None
+        hw = [(self.images[det["image_id"]]["height"], self.images[det["image_id"]]["width"]) for _, det in people]
+        try:  # the boxes a served model would refuse are refused here too
+            check_boxes(rows, np.asarray(hw, np.float64).reshape(-1, 2), label=lambda k: (
+                f"detection file {self.det_file!r}: entry {people[k][0]} (image_id {people[k][1]['image_id']!r})"))
+        except ValueError as e:
+            raise ValueError(f"{e}: fix or drop that detection") from None
+        image_size = self.data_cfg["image_size"]
+        for (i, det), row in zip(people, rows):
+            if row[4] < self.det_bbox_thr:
                 continue
             info = self.images[det["image_id"]]
-            center, scale = box_to_center_scale(*det["bbox"][:4], image_size)
+            center, scale = box_to_center_scale(*row[:4], image_size)
             self.records.append(dict(image_file=info["file_name"], image_id=det["image_id"], center=center,
-                                     scale=scale, bbox=list(det["bbox"][:4]), bbox_score=float(det["score"]),
-                                     joints=None))
+                                     scale=scale, bbox=row[:4].tolist(), bbox_score=float(row[4]), joints=None))
 
 
 class TopDownCrowdPoseDataset(TopDownCocoDataset):

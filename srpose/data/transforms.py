@@ -38,23 +38,25 @@ __all__ = [
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """RGB uint8 image (H x W x 3) at ``path`` (OpenCV reads BGR; mmpose 0.x converts, so do we)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return read_image(path, "rgb")
 
 
 def read_image(path: str | Path, pixel_format: str = "bgr") -> np.ndarray:
     """uint8 image (H x W x 3) at ``path`` in ``pixel_format``: ``bgr`` as OpenCV decodes it (no conversion; what
-    image-input graphs take), or ``rgb`` as :func:`read_rgb`."""
-    if pixel_format == "rgb":
-        return read_rgb(path)
-    if pixel_format != "bgr":
+    image-input graphs take), or ``rgb`` as :func:`read_rgb`. The file's bytes are decoded as a server decodes a
+    request's (``cv2.imdecode``, which refuses a truncated JPEG that ``cv2.imread`` would fill with grey); ValueError
+    naming the file when it is empty, truncated or not an image."""
+    if pixel_format not in ("bgr", "rgb"):
         raise ValueError(f"pixel_format {pixel_format!r}: expected 'bgr' or 'rgb'")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {str(path)!r}: the file is missing or not a decodable image")
-    return img
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read image {str(path)!r}: {e.strerror or e}") from None
+    try:
+        return decode_image(data, pixel_format, source=f"image {str(path)!r}")
+    except ValueError:
+        raise ValueError(f"cannot decode image {str(path)!r} ({data.size} bytes): the file is empty, truncated or "
+                         f"not an image; replace it (srpose eval --skip-bad-images leaves such images out)") from None
 
 
 def decode_rgb(data: bytes | np.ndarray, source: str = "image bytes") -> np.ndarray:

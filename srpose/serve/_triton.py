@@ -3,8 +3,10 @@
 Tensors cross the python backend by DLPack (``np.from_dlpack`` / ``Tensor.from_dlpack``) rather than
 ``as_numpy()`` / ``Tensor(name, array)``: the python backend stub of Triton 2.51 (the ``nvidia-pytriton`` 0.7.0
 wheel) reads numpy's array structs with the numpy 1.x layout, so with numpy 2 ``Tensor(name, array)`` reports
-"output tensor shape does not match size of output"; DLPack works with numpy 1.22+ and 2.x alike. Empty arrays,
-which DLPack cannot carry, go the plain way (their size is 0 whatever the layout).
+"output tensor shape does not match size of output"; DLPack works with numpy 1.22+ and 2.x alike. Output capsules
+are renamed as DLPack asks once the stub consumed them (it names them otherwise, and numpy's destructor would log
+an exception per tensor). Empty arrays, which DLPack cannot carry, go the plain way (their size is 0 whatever the
+layout).
 """
 from __future__ import annotations
 
@@ -48,12 +50,38 @@ def input_array(request: Any, name: str, dtype: Any, *, required: bool = True) -
 
 
 def output_tensor(name: str, array: np.ndarray) -> Any:
-    """A python-backend output tensor of ``array`` (contiguous, its own dtype)."""
+    """A python-backend output tensor of ``array`` (contiguous, its own dtype), passed by a DLPack capsule that is
+    marked consumed afterwards (see :func:`_mark_consumed`)."""
     pb = pb_utils()
     array = np.ascontiguousarray(array)
     if array.size == 0:
         return pb.Tensor(name, array)
-    return pb.Tensor.from_dlpack(name, array)
+    capsule = array.__dlpack__()
+    tensor = pb.Tensor.from_dlpack(name, capsule)
+    _mark_consumed(capsule)
+    return tensor
+
+
+_CAPI: list[Any] = []
+_TRITON_USED = b"used_dlpack"  # the name the stub gives a capsule it consumed (kept alive: the capsule points to it)
+_DLPACK_USED = b"used_dltensor"  # the name the DLPack protocol asks for, which numpy's capsule destructor checks
+
+
+def _mark_consumed(capsule: Any) -> None:
+    """Give a capsule the python backend consumed the protocol's ``used_dltensor`` name. The stub renames consumed
+    capsules ``used_dlpack``, so numpy's capsule destructor, not recognising them as consumed, fails to read them
+    and prints "ValueError: PyCapsule_GetPointer called with incorrect name" to the server log for every output
+    tensor (the tensor itself is fine: the stub owns it). A capsule the stub did not consume is left alone."""
+    if not _CAPI:
+        import ctypes
+
+        api = ctypes.pythonapi
+        for fn in (api.PyCapsule_IsValid, api.PyCapsule_SetName):
+            fn.argtypes, fn.restype = [ctypes.py_object, ctypes.c_char_p], ctypes.c_int
+        _CAPI.append(api)
+    api = _CAPI[0]
+    if api.PyCapsule_IsValid(capsule, _TRITON_USED):
+        api.PyCapsule_SetName(capsule, _DLPACK_USED)
 
 
 def _error(request_name: str, e: BaseException) -> Any:

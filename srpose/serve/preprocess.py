@@ -23,6 +23,7 @@ import numpy as np
 
 from srpose.card import BOX_IMAGE, IMAGES
 from srpose.card import BOXES as GRAPH_BOXES
+from srpose.data.boxes import check_boxes as check_detections
 from srpose.data.resize import resize_align
 from srpose.data.transforms import (TopDownPipeline, box_to_center_scale, center_scale_to_boxes, decode_image,
                                     decode_rgb, normalize_image)
@@ -37,18 +38,11 @@ __all__ = ["PreprocessModel", "boxes_to_center_scale", "check_boxes"]
 def boxes_to_center_scale(boxes: np.ndarray, image_hw: tuple[int, int], image_size: tuple[int, int]
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Centre and scale (N x 2 each, float32) of N x 5 boxes (x, y, w, h, score) in an image of ``image_hw``,
-    by ``box_to_center_scale``; RequestError for a box that is not finite, empty or entirely outside the image."""
-    h_img, w_img = image_hw
-    centers, scales = [], []
-    for i, (x, y, w, h) in enumerate(np.asarray(boxes, dtype=np.float64)[:, :4]):
-        if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
-            raise RequestError(f"box {i} (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) must be finite with w, h > 0")
-        if x >= w_img or y >= h_img or x + w <= 0 or y + h <= 0:
-            raise RequestError(f"box {i} (x, y, w, h) = ({x:g}, {y:g}, {w:g}, {h:g}) lies outside the "
-                               f"{w_img}x{h_img} image")
-        c, s = box_to_center_scale(float(x), float(y), float(w), float(h), image_size)
-        centers.append(c)
-        scales.append(s)
+    by ``box_to_center_scale``; RequestError for a box that is not finite (score included), empty or entirely outside
+    the image (:func:`check_boxes`, as offline detections are checked)."""
+    check_boxes(boxes, image_hw)
+    centers, scales = zip(*(box_to_center_scale(float(x), float(y), float(w), float(h), image_size)
+                            for x, y, w, h in np.asarray(boxes, dtype=np.float64)[:, :4]))
     return np.stack(centers).astype(np.float32), np.stack(scales).astype(np.float32)
 
 
@@ -139,19 +133,11 @@ class PreprocessModel:
 
 def check_boxes(boxes: np.ndarray, image_hw: tuple[int, int]) -> None:
     """RequestError naming the first box (x, y, w, h, score rows) that is not finite, empty or entirely outside an
-    image of ``image_hw``; vectorised."""
-    h_img, w_img = image_hw
-    b = np.asarray(boxes, dtype=np.float64)
-    finite = np.isfinite(b[:, :5]).all(axis=1)
-    x, y, w, h = (np.where(finite, b[:, i], 0.0) for i in range(4))
-    sized = finite & (w > 0) & (h > 0)
-    inside = (x < w_img) & (y < h_img) & (x + w > 0) & (y + h > 0)
-    for bad, why in ((~sized, "must be finite with w, h > 0 (and a finite score)"),
-                     (~inside, f"lies outside the {w_img}x{h_img} image")):
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            x0, y0, w0, h0 = b[i, :4]
-            raise RequestError(f"box {i} (x, y, w, h) = ({x0:g}, {y0:g}, {w0:g}, {h0:g}) {why}")
+    image of ``image_hw``: :func:`srpose.data.boxes.check_boxes`, the check of offline detections too."""
+    try:
+        check_detections(boxes, image_hw)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def _checked_center_scale(cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srpose.card import ENGINE_SUFFIXES, ArtifactCard, read_card
+from srpose.card import ENGINE_SUFFIXES, ArtifactCard, check_engine_file, read_card
 
 from ._models import NetworkIO, Plan, write_models
 from ._pbtxt import Tensor
@@ -188,6 +188,8 @@ def plan_repository(model: str | Path, options: RepositoryOptions, *, card: Arti
         raise ValueError(f"{path}: expected an exported .onnx graph or a TensorRT .engine/.plan with its sidecar")
     card = card or read_card(path)
     is_engine = path.suffix in ENGINE_SUFFIXES
+    if is_engine:
+        check_engine_file(path, card)  # what the TensorRT runtime checks, before it is copied as model.plan
     runtime = options.runtime or ("tensorrt" if is_engine else "onnxruntime")
     if (runtime == "tensorrt") != is_engine:
         raise ValueError(f"--runtime {runtime} serves " + ("TensorRT engines" if runtime == "tensorrt" else

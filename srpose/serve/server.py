@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from ._ports import check_ports, free_port
 
 __all__ = ["ServeOptions", "ServerInstall", "TritonServer", "find_tritonserver", "start_server", "probe_python",
            "repository_backends", "check_backends"]
@@ -69,9 +70,13 @@ class ServeOptions:
         for r in self.repos:
             if not Path(r).is_dir():
                 raise FileNotFoundError(f"model repository {r} is not a folder: write one with `srpose triton`")
+            if not any(Path(r).glob("*/config.pbtxt")):
+                raise ValueError(f"model repository {r} holds no model (no MODEL/config.pbtxt): write one into it with "
+                                 f"`srpose triton MODEL --out {r}`")
         for name, port in (("http_port", self.http_port), ("grpc_port", self.grpc_port)):
             if not 0 <= int(port) < 65536:
                 raise ValueError(f"{name} {port} must be 0 (any free port) to 65535")
+        check_ports(int(self.http_port), int(self.grpc_port))
 
 
 @dataclass
@@ -194,12 +199,6 @@ def check_backends(repos: Sequence[str | Path], install: "ServerInstall") -> Non
             "to serve it here, or serve it in NVIDIA's Triton container (TensorRT engines need that, and a GPU)")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the server gets SIGTERM when the process that started it dies (no orphaned servers)."""
     try:
@@ -257,11 +256,12 @@ class TritonServer:
         o = self.options
         check_backends(o.repos, self.install)
         for attempt in range(3):
-            self.http_port = int(o.http_port) or _free_port()
-            self.grpc_port = int(o.grpc_port) or _free_port()
+            self.http_port = int(o.http_port) or free_port()
+            self.grpc_port = int(o.grpc_port) or free_port()
             while self.grpc_port == self.http_port:
-                self.grpc_port = _free_port()
+                self.grpc_port = free_port()
             with open(self.log_path, "ab") as log:
+                self._log_start = log.tell()  # a --log FILE of an earlier run: only this run's lines count
                 self.process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, env=self.install.env(),
                                                 start_new_session=True, preexec_fn=_parent_death_signal)
@@ -282,11 +282,25 @@ class TritonServer:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise RuntimeError(f"tritonserver exited (status {code}) before it was ready; {self.log_summary()}")
-            if self._get("/v2/health/ready") == 200:
-                return
+            if self._listening() and self._get("/v2/health/ready") == 200:
+                if self.process.poll() is None:  # still ours: ready
+                    return
+                continue
             time.sleep(0.2)
         raise RuntimeError(f"tritonserver was not ready after {self.options.ready_timeout_s:.0f} s; "
                            f"{self.log_summary()}")
+
+    def _listening(self) -> bool:
+        """Whether our server logged that it listens on both its ports: a readiness answer counts only then (another
+        server on a port we were given would answer it too)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_start", 0))
+                log = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return (f"Started HTTPService at 127.0.0.1:{self.http_port}" in log
+                and f"Started GRPCInferenceService at 127.0.0.1:{self.grpc_port}" in log)
 
     def _get(self, path: str) -> int | None:
         try:
@@ -362,7 +376,10 @@ class TritonServer:
     def log_summary(self, max_errors: int = 20) -> str:
         """Where the log is, its error lines (glog ``E<mmdd> ...``: why a model did not load) and its end."""
         log = self.log_tail(1 << 20)
-        errors = [line for line in log.splitlines() if re.match(r"E\d{4} ", line)][:max_errors]
+        errors = [line for line in log.splitlines() if re.match(r"E\d{4} ", line)]
+        # the cause first: a port in use or a model that failed to load, before e.g. a CPU machine's CUDA lines
+        errors = sorted(errors, key=lambda ln: 0 if re.search(r"already in use|failed to load|failed to bind", ln, re.I)
+                        else 1)[:max_errors]
         head = f"its log ({self.log_path}) has these error lines:\n" + "\n".join(errors) + "\nand ends with:\n" \
             if errors else f"its log ({self.log_path}) ends with:\n"
         return head + log[-3000:]

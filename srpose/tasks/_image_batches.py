@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from srpose.card import BOX_IMAGE, BOXES, IMAGES
+from srpose.data.boxes import check_boxes
 
 __all__ = ["person_boxes", "plan_batches", "ImageBatches", "feed_shapes", "fill_feed", "pad_images", "iterate",
            "PAD_MULTIPLE"]
@@ -84,6 +85,7 @@ class ImageBatches:
         self.shared = shared
         recs = dataset.records
         self.boxes = person_boxes(dataset)
+        check_boxes(self.boxes, label=lambda i: f"person {i} (image {recs[i]['image_file']})")  # as served ones
         self.center = np.stack([np.asarray(r["center"], np.float32) for r in recs])
         self.scale = np.stack([np.asarray(r["scale"], np.float32) for r in recs])
         self.image_id = np.asarray([r["image_id"] for r in recs], np.int64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -96,6 +97,25 @@ def run_backend(backend: Any, images: np.ndarray, meta: Mapping[str, Any]) -> tu
         raise TypeError(f"backend {backend.name!r} returned {type(out).__name__}; backends return a dict of named "
                         "outputs")
     return dict(out), time.perf_counter() - t0
+
+
+def check_finite_output(array: Any, what: str, source: str, batch: Mapping[str, Any]) -> None:
+    """ValueError naming the first item of a batch (axis 0 of ``array``: person, or image) whose ``what`` (heatmaps,
+    keypoints, ...) holds a NaN or infinity, with its image file."""
+    a = np.asarray(array)
+    if a.dtype.kind not in "fc" or a.size == 0:
+        return
+    bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.ndim else ~np.isfinite(a).reshape(1)
+    if not bad.any():
+        return
+    j = int(np.flatnonzero(bad)[0])
+    idx, files = batch.get("idx"), batch.get("image_file")
+    item = f"item {int(np.asarray(idx).reshape(-1)[j])}" if idx is not None and np.size(idx) > j else f"item {j}"
+    if files is not None:
+        k = int(batch["box_image"][j]) if "box_image" in batch else j if len(files) > j else 0
+        item += f" (image {files[k]})"
+    raise ValueError(f"{source} produced non-finite {what} for {int(bad.sum())} of {len(bad)} items "
+                     f"of a batch, the first for {item}: check the weights and the graph (an FP16 overflow?)")
 
 
 class PoseTask(ABC):
@@ -262,7 +282,19 @@ class PoseTask(ABC):
 
     def host_flip(self, backend: Any, flip: bool | None) -> bool:
         """Whether the evaluator runs the mirrored pass itself: the flip test is on (``flip``, None: the config's
-        ``flip_test``) and the backend's graph does not fold it in."""
+        ``flip_test``) and the backend's graph does not fold it in. ValueError for ``flip=False`` (``--no-flip``)
+        with a backend that flips anyway (in its graph, or a server's ensemble): its results would be the flip
+        test's."""
+        if flip is False and backend.flip_in_graph:
+            path = getattr(backend, "path", None) or getattr(backend, "engine_path", None)
+            name = Path(path).name if path else getattr(backend, "model", None) or backend.name
+            if getattr(backend.card, "flip", False):
+                how = (f"{name} has the flip test in its graph: export the graph without it (srpose export without "
+                       "--flip; --image-input graphs: --no-flip) to evaluate without the flip test")
+            else:
+                how = (f"the served model {name} runs the flip test (its repository was written with it): write a "
+                       "repository without it (srpose triton MODEL --out REPO --no-flip) and serve that")
+            raise ValueError(f"--no-flip cannot be honoured: {how}; or drop --no-flip")
         want = bool(self.cfg.test_cfg.get("flip_test", True)) if flip is None else bool(flip)
         return want and not backend.flip_in_graph
 

@@ -17,7 +17,7 @@ import numpy as np
 from srpose.card import IMAGES, ArtifactCard
 from srpose.codecs import AssociativeEmbedding
 
-from .base import Batch, IOSpec, Poses, PoseTask, run_backend
+from .base import Batch, IOSpec, Poses, PoseTask, check_finite_output, run_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -99,7 +99,7 @@ class BottomUpTask(PoseTask):
             yield dict(img=(img if img.dtype == np.uint8 else img.astype(np.float32, copy=False))[None],
                        center=np.asarray(item["center"])[None],
                        scale=np.asarray(item["scale"])[None], image_id=np.asarray([item["image_id"]]),
-                       idx=np.asarray([item["idx"]]), joints=[item["joints"]])
+                       idx=np.asarray([item["idx"]]), joints=[item["joints"]], image_file=[item["image_file"]])
 
     def image_batches(self, dataset: Any, card: ArtifactCard, *, batch_size: int = 1, workers: int = 0,
                       indices: Sequence[int] | None = None) -> Iterator[Batch]:
@@ -191,14 +191,19 @@ class BottomUpTask(PoseTask):
         hw, w_axis = (images.shape[1:3], 2) if pixels else (images.shape[2:], 3)
         out, secs = run_backend(backend, {IMAGES: images} if pixels else images, meta)
         if backend.decoded:
+            for name, y in out.items():
+                check_finite_output(y, f"{name!r}", f"backend {backend.name!r}", batch)
             return out, secs
         out = {RAW_OUTPUT: self._raw(out, backend.name, hw)}
+        check_finite_output(out[RAW_OUTPUT], "heatmaps and tags", f"backend {backend.name!r}", batch)
         if flip:
             w = images.shape[w_axis]
             meta_f = dict(meta, joints=[mirror_joints(j, w, self.codec.flip_index) for j in batch["joints"]])
             mirrored = np.ascontiguousarray(np.flip(images, w_axis))
             out_f, secs_f = run_backend(backend, {IMAGES: mirrored} if pixels else mirrored, meta_f)
             out["outputs_flipped"] = self._raw(out_f, backend.name, hw)
+            check_finite_output(out["outputs_flipped"], "heatmaps and tags of the mirrored image",
+                                f"backend {backend.name!r}", batch)
             secs += secs_f
         return out, secs
 
@@ -214,8 +219,6 @@ class BottomUpTask(PoseTask):
         if h % y.shape[2] or w % y.shape[3] or h // y.shape[2] != w // y.shape[3]:
             raise ValueError(f"backend {name!r} returned {y.shape[3]}x{y.shape[2]} maps for a {w}x{h} input: not an "
                              "integer downscale")
-        if not np.isfinite(y).all():
-            raise ValueError(f"backend {name!r} produced non-finite outputs")
         return y
 
     def decode(self, outputs: Mapping[str, np.ndarray], batch: Batch, *, decoded: bool, post: bool) -> Poses:

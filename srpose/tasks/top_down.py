@@ -19,7 +19,7 @@ from srpose.card import BOX_IMAGE, BOXES, IMAGES, KEYPOINTS, SCORES, ArtifactCar
 from srpose.codecs import MSRAHeatmap, SRPoseHeatmap
 
 from ._rescore import coco_results
-from .base import Batch, IOSpec, Poses, PoseTask, run_backend
+from .base import Batch, IOSpec, Poses, PoseTask, check_finite_output, run_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -127,20 +127,20 @@ class TopDownTask(PoseTask):
         return pre, post
 
     def check_model(self, model: "nn.Module") -> None:
-        import torch
-
         cfg = self.cfg
         w, h = cfg.image_size
-        with torch.inference_mode():
-            y = model(torch.zeros(1, 3, h, w))
-        if isinstance(y, (list, tuple)):
-            y = y[-1]
+        try:
+            y = _heatmaps_of(model, w, h)
+        except RuntimeError as e:  # the backbone's branches do not line up at this size
+            raise ValueError(f"{cfg.name} cannot run at the input size {w}x{h} ({str(e).splitlines()[0]}); "
+                             f"{_sizes_that_work(model, cfg)}") from None
         if y.ndim != 4 or y.shape[1] != cfg.num_joints:
             raise ValueError(f"{cfg.name}: the model returns shape {tuple(y.shape)}, expected 1 x {cfg.num_joints} "
                              "x H x W")
         if (y.shape[3], y.shape[2]) != tuple(cfg.heatmap_size):
-            raise ValueError(f"{cfg.name}: the model returns {y.shape[3]}x{y.shape[2]} heatmaps but the config says "
-                             f"heatmap_size {cfg.heatmap_size[0]}x{cfg.heatmap_size[1]}")
+            raise ValueError(f"{cfg.name}: the model returns {y.shape[3]}x{y.shape[2]} heatmaps at the input size "
+                             f"{w}x{h} but the config says heatmap_size {cfg.heatmap_size[0]}x{cfg.heatmap_size[1]}; "
+                             f"{_sizes_that_work(model, cfg)}")
 
     def default_hw_profile(self) -> None:
         return None
@@ -203,6 +203,7 @@ class TopDownTask(PoseTask):
             return self._image_poses(outputs, batch)
         name, out = _single(outputs, None)
         out = np.asarray(out, dtype=np.float32)
+        check_finite_output(out, "keypoints" if decoded else "heatmaps", "the model", batch)
         b, k = len(batch["img"]), self.cfg.num_joints
         center, scale = batch["center"], batch["scale"]
         if decoded:
@@ -229,6 +230,7 @@ class TopDownTask(PoseTask):
         if kpts is None or kpts.shape != (p, k, 3):
             raise ValueError(f"the image graph returned {({n: np.shape(v) for n, v in outputs.items()})}, expected "
                              f"{KEYPOINTS!r} of shape {p} x {k} x 3")
+        check_finite_output(kpts, "keypoints", "the image graph", batch)
         return Poses(keypoints=kpts, scores=np.asarray(batch["bbox_score"], np.float64),
                      image_ids=np.asarray(batch["image_id"], np.int64), centers=np.asarray(batch["center"], np.float32),
                      scales=np.asarray(batch["scale"], np.float32), indices=np.asarray(batch["idx"], np.int64))
@@ -299,3 +301,28 @@ def _single(outputs: Mapping[str, np.ndarray], backend: Any) -> tuple[str, np.nd
         raise ValueError(f"{who} returned outputs {sorted(outputs)}; a top-down graph has one (heatmaps or "
                          "keypoints)")
     return next(iter(outputs.items()))
+
+
+def _heatmaps_of(model: "nn.Module", w: int, h: int) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        y = model(torch.zeros(1, 3, h, w))
+    return y[-1] if isinstance(y, (list, tuple)) else y
+
+
+def _sizes_that_work(model: "nn.Module", cfg: Any) -> str:
+    """Which input sizes the model runs at with heatmaps of the config's stride: the smallest multiple m (4..128)
+    for which the sizes rounded to m work, with the two nearest such sizes (a few forward passes, on failure only)."""
+    w, h = cfg.image_size
+    sw, sh = w / cfg.heatmap_size[0], h / cfg.heatmap_size[1]  # the heatmap stride
+    for m in (4, 8, 16, 32, 64, 128):
+        sizes = [(max(m, (w // m) * m), max(m, (h // m) * m)), (-(-w // m) * m, -(-h // m) * m)]
+        try:
+            if all((lambda y: (y.shape[3] * sw, y.shape[2] * sh) == (a, b))(_heatmaps_of(model, a, b))
+                   for a, b in sizes):
+                near = " or ".join(dict.fromkeys(f"{a}x{b}" for a, b in sizes))
+                return f"its input width and height must be multiples of {m}, e.g. {near}"
+        except RuntimeError:
+            continue
+    return "try a size whose width and height are multiples of 32"
