@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """What `srpose predict` costs on the host per video frame, with the inference taken out: frames/s and persons/s of
-each stage (read, detect, pose, draw + write) of :func:`srpose.eval.predict.predict_sources` on a generated clip,
+each stage (read, detect, crop + pose, draw + write) of :func:`srpose.eval.predict.predict_sources` on a generated clip,
 the pose model a zero-cost stand-in backend (:class:`srpose.engines.standin.StandInBackend` for the model's
 image-to-keypoints graph: people placed in their boxes, at once), as a TensorRT engine on a fast GPU would almost
 take the inference out.
 
 Per crowd size (people per frame) it runs: tracking with the detector (the clip's detections file) on every frame,
 tracking with the detector every 4th frame (boxes from the keypoints in between), and the same without drawing or
-writing (results only). It also runs the real model in ONNX Runtime on the CPU (random weights: speed does not
-depend on them) for scale. Writes JSON (``--json``), a PNG and the ``## Prediction on video, host side`` section of
-``docs/benchmarks.md``. Target: the host keeps up with 30 frames/s video at the largest crowd with drawing on.
+writing (results only). The real model's frames/s on the CPU are in the demo's report (its clip). Writes JSON
+(``--json``), a PNG and the ``## Prediction on video, host side`` section of ``docs/benchmarks.md``. Target: the
+host keeps up with 30 frames/s video at the largest crowd with drawing on.
 """
 from __future__ import annotations
 
@@ -57,22 +57,12 @@ def stand_in(preset: str) -> Any:
     return StandInBackend(image_card(task.make_card(decode=False, flip=False, batch=task.default_batch), task))
 
 
-def onnxruntime_graph(preset: str, folder: Path) -> Path:
-    """The image-to-keypoints graph of ``preset`` (random weights) exported to ``folder``."""
-    from srpose.export import ExportOptions, export_model
-    from srpose.tasks import task_for
-
-    rep = export_model(task_for(preset), ExportOptions(out_dir=folder, image_input=True))
-    return Path(rep.out_dir) / rep.files[0]["file"]
-
-
-def measure(preset: str, crowds: list[int], frames: int, size: tuple[int, int], ort: bool) -> dict[str, Any]:
-    """{crowd: {run name: run_once result}} (and ``onnxruntime`` at the first crowd size)."""
+def measure(preset: str, crowds: list[int], frames: int, size: tuple[int, int]) -> dict[str, Any]:
+    """{crowd: {run name: run_once result}}."""
     from srpose.data.synthetic_video import generate_video
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="srpose-bench-predict-") as tmp:
-        graph = onnxruntime_graph(preset, Path(tmp) / "graph") if ort else None
         for people in crowds:
             clip = generate_video(Path(tmp) / f"clip{people}", frames=frames, image_size=size, people=people)
             rows = {}
@@ -82,10 +72,6 @@ def measure(preset: str, crowds: list[int], frames: int, size: tuple[int, int], 
                 rows[name] = run_once(stand_in(preset), clip, every, save, Path(tmp) / f"out{people}-{every}{save}")
                 print(f"{people} people, detector {name}: {rows[name]['frames_per_s']['whole run']:.0f} frames/s",
                       flush=True)
-            if graph is not None and people == crowds[0]:
-                rows["onnxruntime (cpu)"] = run_once(str(graph), clip, 4, True, Path(tmp) / f"ort{people}")
-                print(f"{people} people, onnxruntime: {rows['onnxruntime (cpu)']['frames_per_s']['whole run']:.1f} "
-                      "frames/s", flush=True)
             out[str(people)] = rows
     return out
 
@@ -116,9 +102,8 @@ def section(result: dict[str, Any]) -> str:
                          f" | {fps['whole run']:.0f} | {r['persons_per_s']['whole run']:.0f} |")
     t = result["target"]
     lines += ["", f"At {t['people']} people per frame with drawing on, the host runs {t['fps']:.0f} frames/s "
-              f"(target >= {TARGET_FPS:.0f}: {'met' if t['met'] else '**missed**'})" +
-              ("; the `onnxruntime (cpu)` row is the real model on this CPU, for scale." if any(
-                  "onnxruntime" in name for rows in result["per_crowd"].values() for name in rows) else "."), "",
+              f"(target >= {TARGET_FPS:.0f}: {'met' if t['met'] else '**missed**'}). The real demo model's frames/s "
+              "on this CPU are in the demo's report (its clip, `docs/benchmarks.md` above).", "",
               "![frames/s per stage and crowd size](img/bench_predict.png)", ""]
     return "\n".join(lines)
 
@@ -154,15 +139,11 @@ def plot(result: dict[str, Any], png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from srpose.eval.demo import DEMO_PRESET
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="res50_srpose_coco_256x192", help="the config whose graph is stood in for")
     ap.add_argument("--people", type=int, nargs="+", default=[2, 8], help="people per frame (default 2 8)")
     ap.add_argument("--frames", type=int, default=150, help="frames of the clip (default 150)")
     ap.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
-    ap.add_argument("--ort-model", default=DEMO_PRESET, help="model of the ONNX Runtime row")
-    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime row")
     ap.add_argument("--json", dest="json_out", type=Path, default=None, help="write the result as JSON")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md", help="markdown file to update")
     ap.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "bench_predict.png")
@@ -170,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.people) < 1 or args.frames < 2:
         ap.error(f"--people must be >= 1 and --frames >= 2 (got {args.people}, {args.frames})")
-    per = measure(args.model, args.people, args.frames, tuple(args.size), not args.no_ort)
-    if not args.no_ort:  # the real model's row, under its own name
-        for rows in per.values():
-            if "onnxruntime (cpu)" in rows:
-                rows[f"onnxruntime (cpu), {args.ort_model}"] = rows.pop("onnxruntime (cpu)")
+    per = measure(args.model, args.people, args.frames, tuple(args.size))
     top = str(max(args.people))
     fps = per[top][RUNS[0][0]]["frames_per_s"]["whole run"]
     result = dict(model=args.model, frames=args.frames, size=list(args.size), per_crowd=per,

@@ -252,3 +252,16 @@ def test_the_next_frames_detection_starts_before_this_frames_pose(clip: dict) ->
     _loop(pose, frames, Sink(), PredictOptions(out="unused", progress=False), PredictReport())
     assert events == [("submit", 0), ("wait", 0), ("pose", 0),  # frame 1: boxes from frame 0's keypoints
                       ("submit", 2), ("pose", 1), ("wait", 2), ("pose", 2), ("pose", 3)]
+
+
+def test_predict_command_waits_passively_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
+    if command == "predict":
+        # predict runs reader, pose and writer threads side by side: OpenMP workers spinning while they wait starve
+        # them (the demo model in PyTorch on 2 busy cores: 31 frames/s waiting passively, 1 to 10 spinning). Read
+        # once, when torch loads (parsing loads it): set here, first; the user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser(only=command)
     args = parser.parse_args(argv)
     if not args.command:
