@@ -115,7 +115,7 @@ def plot(result: dict[str, Any], png: Path) -> None:
     from srpose._io import atomic_path
     from srpose.eval.predict import STAGES
 
-    fig = Figure(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.9))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     crowds = list(result["per_crowd"])
@@ -130,7 +130,7 @@ def plot(result: dict[str, Any], png: Path) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("frames / s (host only, busy)")
     ax.set_title("srpose predict, detector every frame, drawing on", fontsize=9)
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
