@@ -1,6 +1,6 @@
 """The demo's clip: a generated video of people walking, run through ``srpose predict`` (the library call) with the
 trained model and tracking, scored against its ground truth (PCK, id switches), shown as an annotated GIF with the
-frames/s of each stage."""
+frames/s of each stage (``clip.json``: the figures)."""
 from __future__ import annotations
 
 import json
@@ -60,6 +60,7 @@ def run_clip(preset: str, checkpoint: str | Path, out: Path, *, frames: int = 48
     in PyTorch, the clip's detections as the detector, tracking), score it and write ``out/clip.gif``."""
     import cv2
 
+    from srpose._io import atomic_write_json
     from srpose.data.synthetic_video import generate_video
 
     from ._predict_io import write_gif
@@ -84,9 +85,11 @@ def run_clip(preset: str, checkpoint: str | Path, out: Path, *, frames: int = 48
             break
         shots.append(f)
     gif = write_gif(shots[::2], out / "clip.gif", fps=7.5)
-    return dict(frames=frames, detect_every=detect_every, pck=pck(people, ann), id_switches=id_switches(people, ann),
-                tracks=len({int(i) for p in people for i in p.track_ids}), gif=str(gif), report=report.to_dict(),
-                table=report.table())
+    result = dict(frames=frames, detect_every=detect_every, pck=pck(people, ann), id_switches=id_switches(people, ann),
+                  tracks=len({int(i) for p in people for i in p.track_ids}), gif=str(gif), report=report.to_dict(),
+                  table=report.table())
+    atomic_write_json(out / "clip.json", result)
+    return result
 
 
 def clip_section(clip: dict[str, Any]) -> list[str]:

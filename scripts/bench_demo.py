@@ -6,7 +6,8 @@ each, parity against PyTorch on the generated validation set, bench) runs in a f
 ``summary.json`` and ``parity.json`` then give the ``## Demo: training and AP per precision (CPU)`` section of
 ``docs/benchmarks.md``: phase times, AP per epoch, the parity table with AP deltas in points, and the targets
 (trained AP >= 0.7, FP16 loses <= 0.1 AP, INT8 <= 1.0 AP, each image-to-keypoints graph within 0.1 AP of the host
-pipeline of its precision, whole demo < 10 minutes on 2 cores).
+pipeline of its precision, the tracked clip's PCK@0.2 >= 0.9 with no id switch, whole demo < 10 minutes on 2 cores),
+and ``clip.json`` the clip's figures per stage.
 
 ``--from DIR`` publishes an existing demo output instead of running one (its timing is the demo's own).
 """
@@ -85,6 +86,13 @@ def section(demo_dir: Path, wall_s: float | None, meta: dict[str, Any]) -> str:
                      f"{m['metrics'].get('AR', float('nan')):.4f} | {_num(m['mean_kpt_px'], '.3f')} | "
                      f"{_num(m.get('image_kpt_px_median'), '.3f')} / {_num(m.get('image_kpt_px_p99'), '.2f')} | "
                      f"{_num(m.get('items_per_s'), '.0f')} |")
+    clip_file = demo_dir / "clip.json"
+    if clip_file.is_file():
+        clip = json.loads(clip_file.read_text())
+        lines += ["", f"`srpose predict` with tracking on a generated {clip['frames']}-frame clip of two people "
+                  f"(the trained model as its image-to-keypoints graph in PyTorch, detections every "
+                  f"{clip['detect_every']} frames): PCK@0.2 {clip['pck']:.3f}, {clip['tracks']} track ids, "
+                  f"{clip['id_switches']} id switches; per stage:", "", "```", clip["table"], "```"]
     lines += ["", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in summary["seconds"].items() if k != "total"]
     lines += [f"| demo (in process) | {summary['seconds']['total']:.0f} |"]

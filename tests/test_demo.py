@@ -114,6 +114,7 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.Monkey
     rows = [r for r in text.splitlines() if r.startswith(f"| {summary['model']}") and ".onnx |" in r]
     assert len(rows) == 4 and all(r.count("|") == 9 and "nan" not in r for r in rows), rows
     assert "| whole demo process (2 CPU cores) | 12 s | < 600 s | yes |" in text
+    assert "with tracking on a generated 6-frame clip" in text and "crop + pose" in text
 
 
 def _bench_demo():
