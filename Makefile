@@ -66,4 +66,4 @@ bench: setup
 	$(PY) scripts/bench_decode.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) $(MODELOPT_VENV) demo build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(MODELOPT_VENV) demo runs build *.egg-info

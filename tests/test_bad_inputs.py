@@ -144,7 +144,8 @@ ROWS = [
     ("output path", ["triton", "{graph}", "--out", "{d}/afile/r"], "{d}/afile is a file, not a folder"),
     ("output path", ["parity", "{cfg}", "--models", "{graph}", "--ann", "{ann}", "--images", "{images}",
                      "--gt-bbox", "--plot", "{d}/adir"], "--plot {d}/adir is a folder"),
-    ("output path", ["generate", "--out", "{d}/afile", "--num-images", "1"], "Not a directory"),
+    ("output path", ["generate", "--out", "{d}/afile", "--num-images", "1"], "--out {d}/afile exists and is not a folder"),
+    ("output path", ["generate", "--video", "--out", "{d}/afile/v"], "{d}/afile is a file, not a folder"),
 ]
 
 

@@ -25,8 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srpose._io import check_out_dir
     from srpose.data.synthetic import generate_dataset
 
+    check_out_dir(args.out, option="--out")  # before any work
     if args.video:
         from srpose.data.synthetic_video import generate_video
 
