@@ -30,3 +30,34 @@ def publish(result: dict[str, Any], text: str, section: str, *, json_out: Path |
         plot(result, png)
     replace_markdown_section(doc, section, text)
     print(f"wrote the '{section}' section of {doc}" + (f" and {png}" if png is not None and plot else ""))
+
+
+def bars(png: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, *, title: str | None = None,
+         line: tuple[float, str] | None = None, size: tuple[float, float] = (7.5, 3.9)) -> None:
+    """A grouped bar chart on a log scale (one bar a series in each group), written to ``png`` atomically;
+    ``line``: a dashed horizontal (value, label), e.g. a target."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from srpose._io import atomic_path
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=name)
+    if line is not None:
+        ax.axhline(line[0], color="k", lw=0.8, ls="--", label=line[1])
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))])
+    ax.set_xticklabels(groups)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

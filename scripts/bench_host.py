@@ -30,7 +30,7 @@ for _p in (str(REPO), str(Path(__file__).resolve().parent)):  # the package, and
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from _publish import machine, publish  # noqa: E402
+from _publish import bars, machine, publish  # noqa: E402
 
 SECTION = "## Host side per person (zero-cost stand-in backend)"
 SAMPLE = REPO.parent / "shared" / "data" / "coco"
@@ -175,29 +175,9 @@ def section(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], png: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from srpose._io import atomic_path
-
-    fig = Figure(figsize=(7, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
     workers = list(result["per_workers"])
-    width = 0.8 / len(PATHS)
-    for i, p in enumerate(PATHS):
-        ax.bar([j + i * width for j in range(len(workers))], [result["per_workers"][w][p] for w in workers], width,
-               label=p)
-    ax.set_xticks([j + width * (len(PATHS) - 1) / 2 for j in range(len(workers))])
-    ax.set_xticklabels([f"{w} workers" for w in workers])
-    ax.set_yscale("log")
-    ax.set_ylabel("persons / s (host only)")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    bars(png, [f"{w} workers" for w in workers], {p: [result["per_workers"][w][p] for w in workers] for p in PATHS},
+         "persons / s (host only)", size=(7, 3.8))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ for _p in (str(REPO), str(Path(__file__).resolve().parent)):  # the package, and
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from _publish import machine, publish  # noqa: E402
+from _publish import bars, machine, publish  # noqa: E402
 
 SECTION = "## Prediction on video, host side (zero-cost stand-in backend)"
 RUNS = (("every frame", 1, True), ("every 4th frame", 4, True), ("every 4th, results only", 4, False))
@@ -109,33 +109,13 @@ def section(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], png: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from srpose._io import atomic_path
     from srpose.eval.predict import STAGES
 
-    fig = Figure(figsize=(7.5, 3.9))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
     crowds = list(result["per_crowd"])
-    cols = [*STAGES, "whole run"]
-    width = 0.8 / len(cols)
-    for i, s in enumerate(cols):
-        vals = [result["per_crowd"][c][RUNS[0][0]]["frames_per_s"].get(s) or 0 for c in crowds]
-        ax.bar([j + i * width for j in range(len(crowds))], vals, width, label=s)
-    ax.axhline(TARGET_FPS, color="k", lw=0.8, ls="--", label=f"{TARGET_FPS:.0f} frames/s")
-    ax.set_xticks([j + width * (len(cols) - 1) / 2 for j in range(len(crowds))])
-    ax.set_xticklabels([f"{c} people / frame" for c in crowds])
-    ax.set_yscale("log")
-    ax.set_ylabel("frames / s (host only, busy)")
-    ax.set_title("srpose predict, detector every frame, drawing on", fontsize=9)
-    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    runs = [result["per_crowd"][c][RUNS[0][0]]["frames_per_s"] for c in crowds]
+    series = {s: [r.get(s) or 0 for r in runs] for s in (*STAGES, "whole run")}
+    bars(png, [f"{c} people / frame" for c in crowds], series, "frames / s (host only, busy)", title="srpose predict, detector every frame, drawing on",
+         line=(TARGET_FPS, f"{TARGET_FPS:.0f} frames/s"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,20 @@
 """scripts/bench_host.py (host persons/s per path with the zero-cost stand-in backend) and the stand-in itself."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
+from _scripts import load_script
 
 from srpose.engines.standin import StandInBackend
 from srpose.export.image_graph import image_card
 from srpose.tasks import task_for
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_host.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_host", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_host")
 
 
 def test_stand_in_returns_each_graphs_outputs_and_reuses_its_buffers() -> None:

@@ -1,17 +1,13 @@
 """scripts/bench_image_graph.py's report: the FP32 / FP16 target against the host pipeline, INT8 reported apart."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_image_graph", REPO / "scripts" / "bench_image_graph.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_image_graph")
 
 
 def _row(precision: str, delta: float) -> dict:

@@ -1,18 +1,14 @@
 """scripts/bench_predict.py on a tiny clip: every stage timed for every run, the section and PNG written."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_predict", REPO / "scripts" / "bench_predict.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_predict")
 
 
 def test_bench_predict_times_each_stage_and_writes_its_section(tmp_path: Path) -> None:

@@ -367,12 +367,9 @@ def test_bad_inputs():
 
 # ------------------------------------------------------------------------------------------------ benchmark script
 def _load_bench():
-    import importlib.util
+    from _scripts import load_script
 
-    spec = importlib.util.spec_from_file_location("bench_decode", REPO / "scripts" / "bench_decode.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_decode")
 
 
 def test_bench_script_quick(tmp_path, capsys):

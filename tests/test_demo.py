@@ -118,13 +118,9 @@ def test_demo_runs_end_to_end_reduced(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def _bench_demo():
-    import importlib.util
+    from _scripts import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_demo.py"
-    spec = importlib.util.spec_from_file_location("bench_demo", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_demo")
 
 
 @pytest.mark.parametrize("argv, match", [(["--val-size", "0"], "--val-size must be >= 1"),
