@@ -239,8 +239,9 @@ def render(latency: List[Dict[str, Any]], decode: List[Dict[str, Any]], precisio
         src = f"checkpoint `{Path(checkpoint).name}`" if checkpoint else "random weights (mmpose initialisation)"
         lines += ["", f"FP16 and INT8 graphs against the FP32 graph on the sample's real crops, {src}. FP16 runs "
                   "with explicit float16 rounding of every float16 tensor (ONNX Runtime's CPU provider would "
-                  "otherwise round only the weights); INT8 is the Q/DQ graph (entropy calibration on the same "
-                  "crops, head output conv in float). Keypoint error: mean distance of the decoded keypoints in "
+                  "otherwise round only the weights); INT8 is the Q/DQ graph as TensorRT builds it (TensorRT's "
+                  "placement, float16 outside the INT8 layers, the head's output conv INT8; entropy calibration on "
+                  "the same crops; run with the same float16 rounding). Keypoint error: mean distance of the decoded keypoints in "
                   "input pixels.", "",
                   "| model | variant | rel L2 | max abs / max | cosine | keypoint error (px) |",
                   "|---|---|---:|---:|---:|---:|"]
