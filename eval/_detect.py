@@ -241,23 +241,25 @@ class BoxFile:
     ``images`` (``ann``), else the image id as a number in the file name (COCO's ``000000000785.jpg``), and for
     videos the frame number (image id = frame + 1, as ``srpose predict`` writes them)."""
 
-    def __init__(self, path: str | Path, *, ann: str | Path | None = None, score_thr: float = 0.0) -> None:
+    def __init__(self, path: str | Path, *, ann: str | Path | None = None) -> None:
+        from srpose.data.boxes import check_boxes
         from srpose.data.datasets import _load_json
 
         self.path = Path(path)
         dets = _load_json(self.path, "detection file")
         if not isinstance(dets, list):
             raise ValueError(f"detection file {self.path} must hold a JSON list of detections")
-        by_id: dict[Any, list[list[float]]] = {}
+        people: list[tuple[int, Any]] = []
         for i, d in enumerate(dets):
             if not isinstance(d, Mapping) or not {"image_id", "bbox", "score"} <= set(d):
                 raise ValueError(f"detection file {self.path}: entry {i} needs image_id, bbox and score")
-            if d.get("category_id", 1) != 1 or d["score"] < score_thr:
-                continue
-            row = [*map(float, d["bbox"][:4]), float(d["score"])]
-            if not np.isfinite(row).all() or row[2] <= 0 or row[3] <= 0:
-                raise ValueError(f"detection file {self.path}: entry {i} has box {d['bbox']} score {d['score']}: "
-                                 "boxes need finite values, w and h > 0, and a finite score")
+            if d.get("category_id", 1) == 1:
+                people.append((i, d))
+        rows = np.asarray([[*map(float, d["bbox"][:4]), float(d["score"])] for _, d in people],
+                          np.float64).reshape(-1, 5)
+        check_boxes(rows, label=lambda k: f"detection file {self.path}: entry {people[k][0]}")  # as the evaluator
+        by_id: dict[Any, list[list[float]]] = {}
+        for (_, d), row in zip(people, rows.tolist()):
             by_id.setdefault(d["image_id"], []).append(row)
         self.by_id = by_id
         self.names: dict[str, Any] = {}

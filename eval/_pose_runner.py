@@ -20,16 +20,11 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from srpose.tasks._rescore import rescore_all
+
 __all__ = ["ImageRunner", "CropRunner", "ServedRunner", "BottomUpRunner", "open_runner"]
 
 Result = tuple[np.ndarray, np.ndarray, np.ndarray]  # keypoints P x K x 3, scores P, boxes P x 5
-
-
-def _rescore(keypoints: np.ndarray, box_scores: np.ndarray, vis_thr: float) -> np.ndarray:
-    """The evaluator's person scores (box score x mean joint score above ``vis_thr``), vectorised."""
-    s = keypoints[..., 2]
-    valid = s > vis_thr
-    return np.where(valid.any(1), (s * valid).sum(1) / np.maximum(valid.sum(1), 1), 0.0) * box_scores
 
 
 class ImageRunner:
@@ -51,41 +46,28 @@ class ImageRunner:
 
     def run(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[Result]:
         from srpose.card import KEYPOINTS, SCORES
-        from srpose.tasks._image_batches import feed_shapes, fill_feed
+        from srpose.tasks._image_batches import pack
 
         k = self.task.cfg.num_joints
         results: list[Result] = [(np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), b) for b in boxes]
-        todo = [i for i, b in enumerate(boxes) if len(b)]
-        max_p, max_i = self.card.batch[2], (self.card.image_batch or (1, 1, 1))[2]
-        calls: list[list[tuple[int, np.ndarray, np.ndarray, float, slice]]] = []
-        current: list = []
-        count = 0
-        for i in todo:
-            img, b, f = self._fit(images[i], np.asarray(boxes[i], np.float32))
-            for s in range(0, len(b), max_p):
-                part = b[s:s + max_p]
-                if current and (count + len(part) > max_p or len(current) >= max_i):
-                    calls.append(current)
-                    current, count = [], 0
-                current.append((i, img, part, f, slice(s, s + len(part))))
-                count += len(part)
-        if current:
-            calls.append(current)
-        parts: dict[int, list[tuple[slice, np.ndarray, np.ndarray]]] = {}
-        for call in calls:
-            batch = dict(images=[c[1] for c in call], boxes=np.concatenate([c[2] for c in call]),
-                         box_image=np.concatenate([np.full(len(c[2]), j, np.int32) for j, c in enumerate(call)]),
-                         idx=np.arange(sum(len(c[2]) for c in call)))
-            out = self.backend.submit(fill_feed(batch, self.backend.input_arrays(feed_shapes(batch)))).result()
+        fitted = {i: self._fit(images[i], np.asarray(b, np.float32)) for i, b in enumerate(boxes) if len(b)}
+        calls = pack([(i, len(fitted[i][1])) for i in fitted], max_persons=self.card.batch[2],
+                     max_images=(self.card.image_batch or (1, 1, 1))[2])
+        parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for call in calls:  # an image's chunks come in order, in this call or the next ones
+            chunks = [(i, fitted[i][1][part]) for i, part in call]
+            batch = dict(images=[fitted[i][0] for i, _ in chunks], boxes=np.concatenate([b for _, b in chunks]),
+                         box_image=np.concatenate([np.full(len(b), j, np.int32) for j, (_, b) in enumerate(chunks)]),
+                         idx=np.arange(sum(len(b) for _, b in chunks)))
+            out = self.backend.submit(self.task.image_feed(self.backend, batch)).result()
             start = 0
-            for i, _, part, f, sl in call:
-                kp = np.array(out[KEYPOINTS][start:start + len(part)], np.float32)
-                kp[..., :2] /= f
-                parts.setdefault(i, []).append((sl, kp, np.array(out[SCORES][start:start + len(part)], np.float32)))
-                start += len(part)
-        for i, chunks in parts.items():
-            chunks.sort(key=lambda c: c[0].start)
-            results[i] = (np.concatenate([c[1] for c in chunks]), np.concatenate([c[2] for c in chunks]),
+            for i, b in chunks:
+                kp = np.array(out[KEYPOINTS][start:start + len(b)], np.float32)
+                kp[..., :2] /= fitted[i][2]
+                parts.setdefault(i, []).append((kp, np.array(out[SCORES][start:start + len(b)], np.float32)))
+                start += len(b)
+        for i, got in parts.items():
+            results[i] = (np.concatenate([c[0] for c in got]), np.concatenate([c[1] for c in got]),
                           np.asarray(boxes[i], np.float32))
         return results
 
@@ -124,7 +106,7 @@ class CropRunner:
             res, _ = self.task.infer(self.backend, batch, flip=self.flip)
             poses = self.task.decode(res, batch, decoded=self.backend.decoded, post=True)
             kp = poses.keypoints.astype(np.float32)
-            out.append((kp, _rescore(kp, b[:, 4], self.vis_thr).astype(np.float32), b))
+            out.append((kp, rescore_all(kp, b[:, 4], self.vis_thr), b))
         return out
 
     def close(self) -> None:
@@ -200,27 +182,22 @@ class BottomUpRunner:
 
 
 def open_runner(model: Any, *, checkpoint: str | None = None, device: str = "cpu", flip: bool | None = None,
-                threads: int | None = None, workdir: str | Path | None = None) -> tuple[Any, Any]:
+                threads: int | None = None) -> tuple[Any, Any]:
     """(task, runner) of ``model``: a preset / config name or file (with ``checkpoint``), an ``.onnx`` graph, a
-    TensorRT ``.engine`` / ``.plan``, a Triton URL (see the module docstring) or an opened backend with a card. ``workdir``: where a crop graph's
-    image-to-keypoints graph is written (a temporary folder by default)."""
-    from srpose.engines import SERVER_SCHEMES, backend_kind, open_backend
+    TensorRT ``.engine`` / ``.plan``, a Triton URL (see the module docstring) or an opened backend with a card."""
+    from srpose.engines import backend_kind, open_backend
     from srpose.engines.base import Backend
+    from srpose.eval.bench import task_of_backend
 
     if isinstance(model, Backend):  # an opened backend (a TensorRT engine loaded once, a stand-in, ...)
-        from srpose.eval.bench import task_of_backend
-
         task = task_of_backend(model)
-        if task.kind != "top-down":
-            return task, BottomUpRunner(model, task, flip)
-        return task, (ImageRunner(model, task) if model.image_input else CropRunner(model, task, flip))
+        return task, _runner_of(model, task, flip)
     text = str(model)
     kind = backend_kind(text)
     if kind == "triton":
-        from srpose.eval.bench import task_of_backend
-
         backend = open_backend(text if "://" in text else f"grpc://{text}")
-        return task_of_backend(backend), ServedRunner(backend, task_of_backend(backend))
+        task = task_of_backend(backend)
+        return task, ServedRunner(backend, task)
     if kind is None:
         return _torch_runner(text, checkpoint, device, flip)
     from srpose.card import read_card
@@ -232,13 +209,20 @@ def open_runner(model: Any, *, checkpoint: str | None = None, device: str = "cpu
     if kind == "onnxruntime" and task.kind == "top-down" and not card.image_input:
         from srpose.export.image_graph import ImageGraphOptions, write_image_graph
 
-        folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="srpose-predict-"))
         want = True if card.flip else (False if card.decode else flip)
-        path = write_image_graph(path, folder / f"{path.stem}.image.onnx", ImageGraphOptions(flip=want))
-    backend = open_backend(path, device=device, threads=threads)
+        with tempfile.TemporaryDirectory(prefix="srpose-predict-") as tmp:  # the session holds the graph once open
+            image = write_image_graph(path, Path(tmp) / f"{path.stem}.image.onnx", ImageGraphOptions(flip=want))
+            backend = open_backend(image, device=device, threads=threads)
+    else:
+        backend = open_backend(path, device=device, threads=threads)
+    return task, _runner_of(backend, task, flip)
+
+
+def _runner_of(backend: Any, task: Any, flip: bool | None) -> Any:
+    """The runner of an opened backend with a card: bottom-up, image-to-keypoints, or crop graph."""
     if task.kind != "top-down":
-        return task, BottomUpRunner(backend, task, flip)
-    return task, (ImageRunner(backend, task) if backend.image_input else CropRunner(backend, task, flip))
+        return BottomUpRunner(backend, task, flip)
+    return ImageRunner(backend, task) if backend.image_input else CropRunner(backend, task, flip)
 
 
 def _torch_runner(name: str, checkpoint: str | None, device: str, flip: bool | None) -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from srpose._io import atomic_write_json
+from srpose._io import atomic_write_bytes, atomic_write_json
 
 from ._draw import Drawer
 
@@ -57,10 +57,8 @@ class Outputs:
         image_id = len(self.images) + 1
         src = frame.source
         h, w = frame.image.shape[:2]
-        self.images.append(dict(id=image_id, file_name=(str(src.path) if src.path else src.name) +
-                                (f"#{frame.number:06d}" if src.kind in ("video", "webcam") else ""),
-                                source=str(src.path or src.name), frame=int(frame.number), width=int(w),
-                                height=int(h)))
+        self.images.append(dict(id=image_id, file_name=src.label + (f"#{frame.number:06d}" if src.is_video else ""),
+                                source=src.label, frame=int(frame.number), width=int(w), height=int(h)))
         self.results += people.to_results(image_id, tracked=tracked)
         if self.save:
             self.queue.put((frame, people))
@@ -81,10 +79,9 @@ class Outputs:
 
     def _write(self, frame: Any, people: Any) -> None:
         src = frame.source
-        img = self.drawer.draw(frame.image, np.concatenate([people.boxes, people.box_scores[:, None]], 1),
-                               people.keypoints, people.scores, people.track_ids)
+        img = self.drawer.draw(frame.image, people.boxes, people.keypoints, people.scores, people.track_ids)
         name = self._name(src)
-        if src.kind in ("video", "webcam"):
+        if src.is_video:
             key = id(src)
             if key not in self.videos:
                 final = self.out / f"{name}.mp4"
@@ -100,8 +97,6 @@ class Outputs:
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:  # pragma: no cover
             raise RuntimeError(f"OpenCV could not encode {path}")
-        from srpose._io import atomic_write_bytes
-
         atomic_write_bytes(path, buf.tobytes())
         self.written.append(str(path))
 

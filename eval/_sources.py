@@ -11,7 +11,8 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Source", "Frame", "expand_sources", "iter_frames", "Skipped"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Source", "Frame", "expand_sources", "iter_frames", "video_frames",
+           "Skipped"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -26,6 +27,16 @@ class Source:
     path: Path | None = None
     index: int | None = None
     data: Any = None
+
+    @property
+    def is_video(self) -> bool:
+        """A stream of frames (a video file or a webcam), as opposed to one image."""
+        return self.kind in ("video", "webcam")
+
+    @property
+    def label(self) -> str:
+        """What the source is called in results and box lookups: its path, else its name."""
+        return str(self.path or self.name)
 
 
 @dataclass
@@ -96,12 +107,11 @@ def expand_sources(sources: Sequence[Any], skipped: Skipped) -> list[Source]:
     return out
 
 
-def _decode_array(data: Any) -> np.ndarray:
+def _decode_array(data: Any, name: str) -> np.ndarray:
+    from srpose.data.transforms import decode_image
+
     if isinstance(data, bytes):
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        if img is None:
-            raise ValueError(f"cannot decode {len(data)} bytes as an image (JPEG, PNG, ...)")
-        return img
+        return decode_image(data, source=name)
     a = np.asarray(data)
     if a.ndim == 2:
         a = cv2.cvtColor(a.astype(np.uint8), cv2.COLOR_GRAY2BGR)
@@ -112,15 +122,13 @@ def _decode_array(data: Any) -> np.ndarray:
 
 def iter_frames(source: Source, skipped: Skipped, max_frames: int | None = None) -> Iterator[Frame]:
     """The frames of ``source``; a source that cannot be read goes to ``skipped`` with the reason."""
-    if source.kind in ("image", "array"):
-        try:
-            img = cv2.imread(str(source.path), cv2.IMREAD_COLOR) if source.kind == "image" else \
-                _decode_array(source.data)
-        except ValueError as e:
-            skipped.add(source.name, str(e))
-            return
-        if img is None:
-            skipped.add(str(source.path), "cannot be decoded as an image (OpenCV imread returned nothing)")
+    if not source.is_video:
+        from srpose.data.transforms import read_image
+
+        try:  # as the evaluator reads images: a truncated JPEG is refused, not filled with grey
+            img = read_image(source.path) if source.kind == "image" else _decode_array(source.data, source.name)
+        except (ValueError, FileNotFoundError) as e:
+            skipped.add(source.label, str(e))
             return
         yield Frame(img, source, 0)
         return
@@ -146,15 +154,11 @@ def iter_frames(source: Source, skipped: Skipped, max_frames: int | None = None)
         cap.release()
 
 
-def frame_count(source: Source) -> int | None:
-    """Frames of a video (as its container says), 1 for an image, None for a webcam."""
-    if source.kind in ("image", "array"):
-        return 1
-    if source.kind != "video":
-        return None
-    cap = cv2.VideoCapture(str(source.path))
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        cap.release()
-    return n or None
+
+def video_frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a video file (BGR), as ``srpose predict`` reads it; ValueError when it cannot be read."""
+    skipped = Skipped()
+    frames = [f.image for f in iter_frames(Source("video", Path(path).stem, path=Path(path)), skipped)]
+    if skipped:
+        raise ValueError("; ".join(f"{what}: {why}" for what, why in skipped.items))
+    return frames

@@ -36,6 +36,10 @@ class TrackOptions:
     smooth_min_cutoff: float = 1.0
     smooth_beta: float = 0.05
 
+    def detection_frame(self, frame: int) -> bool:
+        """Whether frame ``frame`` (0-based) is one of the detector's: every ``detect_every``-th."""
+        return frame % self.detect_every == 0
+
     def check(self) -> None:
         if self.detect_every < 1 or self.max_age < 0:
             raise ValueError(f"--detect-every must be >= 1 and max age >= 0, got {self.detect_every}, "
@@ -128,7 +132,7 @@ class Tracker:
     def needs_detection(self, frame: int) -> bool:
         """Whether frame ``frame`` (0-based) gets the detector: every ``detect_every`` frames, and whenever no track
         is alive."""
-        return frame % self.options.detect_every == 0 or not self.tracks
+        return self.options.detection_frame(frame) or not self.tracks
 
     def carried_boxes(self) -> tuple[np.ndarray, np.ndarray]:
         """(N x 5 boxes from each live track's last keypoints, their track ids) for a frame without detection."""
@@ -176,8 +180,8 @@ class Tracker:
             ids[i] = track.id
         for t in self.tracks:
             t.age += 1
-        self.tracks = [t for t in self.tracks if t.age <= self.options.max_age and
-                       not (carried is not None and t.id in set(carried[~keep].tolist()))]
+        dropped = set(carried[~keep].tolist()) if carried is not None else set()
+        self.tracks = [t for t in self.tracks if t.age <= self.options.max_age and t.id not in dropped]
         return ids, out.astype(np.float32), keep
 
     def _match(self, boxes: np.ndarray, keypoints: np.ndarray) -> dict[int, int]:

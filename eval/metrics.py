@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from srpose.keypoints import COCO_SIGMAS, CROWDPOSE_SIGMAS
-from srpose.tasks._rescore import coco_results, oks_iou, oks_nms, rescore  # noqa: F401  (re-exported)
+from srpose.tasks._rescore import coco_results, oks_iou, oks_nms, rescore, rescore_all  # noqa: F401  (re-exported)
 
 __all__ = [
     "COCO_METRIC_NAMES",
@@ -26,6 +26,7 @@ __all__ = [
     "oks_iou",
     "oks_nms",
     "rescore",
+    "rescore_all",
     "coco_results",
     "coco_keypoint_eval",
     "crowdpose_keypoint_eval",

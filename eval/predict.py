@@ -29,7 +29,7 @@ from ._detect import BoxFile, DetectorOptions, PersonDetector, whole_image_box
 from ._sources import Frame, Skipped, expand_sources, iter_frames
 from ._track import TrackOptions, Tracker
 
-__all__ = ["People", "Pose", "PredictOptions", "PredictReport", "predict_sources", "pck", "STAGES"]
+__all__ = ["People", "Pose", "PredictOptions", "PredictReport", "predict_sources", "STAGES"]
 
 STAGES = ("read", "detect", "crop + pose", "draw + write")
 
@@ -63,10 +63,17 @@ class People:
 
 
 def _people(kp: np.ndarray, scores: np.ndarray, boxes: np.ndarray, ids: np.ndarray | None = None) -> People:
-    n = len(kp)
-    return People(boxes=np.asarray(boxes, np.float32).reshape(-1, 5)[:, :4], box_scores=np.asarray(
-        boxes, np.float32).reshape(-1, 5)[:, 4], keypoints=np.asarray(kp, np.float32), scores=np.asarray(
-        scores, np.float32), track_ids=np.full(n, -1, np.int64) if ids is None else np.asarray(ids, np.int64))
+    b = np.asarray(boxes, np.float32).reshape(-1, 5)
+    return People(boxes=b[:, :4], box_scores=b[:, 4], keypoints=np.asarray(kp, np.float32),
+                  scores=np.asarray(scores, np.float32),
+                  track_ids=np.full(len(kp), -1, np.int64) if ids is None else np.asarray(ids, np.int64))
+
+
+def _add_times(seconds: dict[str, float] | None, t: float, t1: float) -> None:
+    """Adds ``t`` .. ``t1`` to ``detect`` and ``t1`` .. now to ``crop + pose`` of ``seconds`` (if given)."""
+    if seconds is not None:
+        seconds["detect"] += t1 - t
+        seconds["crop + pose"] += time.perf_counter() - t1
 
 
 class Pose:
@@ -79,16 +86,13 @@ class Pose:
 
     def __init__(self, model: Any, *, checkpoint: str | None = None, detector: str | Path | None = None,
                  boxes: str | Path | None = None, boxes_ann: str | Path | None = None, device: str = "cpu",
-                 flip: bool | None = None, detector_format: str | None = None,
-                 detector_options: DetectorOptions | None = None, track_options: TrackOptions | None = None,
+                 flip: bool | None = None, detector_options: DetectorOptions | None = None, track_options: TrackOptions | None = None,
                  threads: int | None = None) -> None:
         from ._pose_runner import open_runner
 
         if detector is not None and boxes is not None:
             raise ValueError("give a detector or a boxes file, not both")
         dopts = detector_options or DetectorOptions()
-        if detector_format is not None:
-            dopts.format = detector_format
         dopts.check()
         self.track_options = track_options or TrackOptions()
         self.track_options.check()
@@ -135,7 +139,7 @@ class Pose:
                   for f in iter_frames(s, skipped, max_frames=1)]
         if skipped:
             raise ValueError("; ".join(f"{what}: {why}" for what, why in skipped.items))
-        people = self.run([f.image for f in frames], [self.boxes(f.image, str(f.source.path or f.source.name))
+        people = self.run([f.image for f in frames], [self.boxes(f.image, f.source.label)
                                                        for f in frames])
         return people if many else people[0]
 
@@ -145,7 +149,7 @@ class Pose:
 
     def track(self, frames: Iterable[np.ndarray], fps: float = 25.0) -> Iterator[People]:
         """The people of successive video frames (BGR arrays) with track ids (a new tracker)."""
-        self.tracker = Tracker(self.track_options, self._sigmas(), fps)
+        self.reset_tracker(fps)
         for number, image in enumerate(frames):
             yield self.step(image, number)
 
@@ -166,9 +170,7 @@ class Pose:
         t1 = time.perf_counter()
         (kp, scores, boxes), = self.runner.run([image], [boxes])
         ids, kp, keep = tracker.update(boxes, kp, scores, carried)
-        if seconds is not None:
-            seconds["detect"] += t1 - t
-            seconds["crop + pose"] += time.perf_counter() - t1
+        _add_times(seconds, t, t1)
         return _people(kp[keep], scores[keep], boxes[keep], ids[keep])
 
     def one(self, image: np.ndarray, name: str = "", frame: int | None = None,
@@ -179,9 +181,7 @@ class Pose:
         boxes = boxes if boxes is not None else self.boxes(image, name, frame)
         t1 = time.perf_counter()
         (people,) = self.run([image], [boxes])
-        if seconds is not None:
-            seconds["detect"] += t1 - t
-            seconds["crop + pose"] += time.perf_counter() - t1
+        _add_times(seconds, t, t1)
         return people
 
     def reset_tracker(self, fps: float = 25.0) -> None:
@@ -234,23 +234,27 @@ class PredictReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     box_source: str = ""
 
+    def rates(self) -> dict[str, tuple[float, float | None, float | None]]:
+        """(seconds, frames/s, persons/s) of each stage (busy time; the stages overlap) and of the ``whole run``
+        (wall time); rates None where no time was spent."""
+        times = {**self.seconds, "whole run": self.wall_s}
+        return {s: (t, self.frames / t if t else None, self.persons / t if t else None) for s, t in times.items()}
+
     def table(self) -> str:
-        """Frames/s and persons/s of each stage (busy time; the stages overlap) and of the whole run."""
+        """:meth:`rates` as a text table."""
         rows = [f"{'stage':<14}{'seconds':>9}{'frames/s':>11}{'persons/s':>12}"]
-        for s in STAGES:
-            t = self.seconds[s]
-            rows.append(f"{s:<14}{t:>9.2f}{self.frames / t if t else 0:>11.1f}"
-                        f"{self.persons / t if t else 0:>12.1f}")
-        w = self.wall_s
-        rows.append(f"{'whole run':<14}{w:>9.2f}{self.frames / w if w else 0:>11.1f}{self.persons / w if w else 0:>12.1f}")
+        for s, (t, fps, pps) in self.rates().items():
+            rows.append(f"{s:<14}{t:>9.2f}{fps or 0:>11.1f}{pps or 0:>12.1f}")
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report's fields with the stages' ``frames_per_s`` and ``persons_per_s``."""
         from dataclasses import asdict
 
         d = asdict(self)
-        d["frames_per_s"] = {s: self.frames / t if t else None for s, t in self.seconds.items()}
-        d["persons_per_s"] = {s: self.persons / t if t else None for s, t in self.seconds.items()}
+        stages = {s: r for s, r in self.rates().items() if s in self.seconds}
+        d["frames_per_s"] = {s: r[1] for s, r in stages.items()}
+        d["persons_per_s"] = {s: r[2] for s, r in stages.items()}
         return d
 
 
@@ -305,11 +309,11 @@ def _detect_ahead(pose: Pose, frame: Any, options: PredictOptions,
     every ``detect_every``-th tracked frame); None otherwise (the tracker decides when the frame's turn comes)."""
     if frame is None or frame is _END or not pose.top_down:
         return None
-    video = frame.source.kind in ("video", "webcam")
-    if video and options.track and frame.number % pose.track_options.detect_every:
+    video = frame.source.is_video
+    if video and options.track and not pose.track_options.detection_frame(frame.number):
         return None
     t = time.perf_counter()
-    wait = pose.submit_boxes(frame.image, str(frame.source.path or frame.source.name), frame.number if video else None)
+    wait = pose.submit_boxes(frame.image, frame.source.label, frame.number if video else None)
     report.seconds["detect"] += time.perf_counter() - t
 
     def boxes() -> np.ndarray:
@@ -338,12 +342,12 @@ def _loop(pose: Pose, frames: queue.Queue, outputs: Any, options: PredictOptions
             except queue.Empty:
                 nxt = None
             nxt_boxes = _detect_ahead(pose, nxt, options, report)
-            video = frame.source.kind in ("video", "webcam")
+            video = frame.source.is_video
             if frame.source is not current:
                 current = frame.source
                 if video and options.track:
                     pose.reset_tracker(frame.fps or 25.0)
-            name = str(frame.source.path or frame.source.name)
+            name = frame.source.label
             if video and options.track:
                 people = pose.step(frame.image, frame.number, name, report.seconds, boxes=boxes)
             else:
@@ -356,24 +360,3 @@ def _loop(pose: Pose, frames: queue.Queue, outputs: Any, options: PredictOptions
                 nxt = frames.get()
                 nxt_boxes = _detect_ahead(pose, nxt, options, report)
 
-
-def pck(people: Sequence[People], ann: str | Path | dict, alpha: float = 0.2) -> float:
-    """PCK of a video's predictions against its ground truth (``srpose generate --video`` annotations: image id =
-    frame + 1): the share of labelled joints within ``alpha`` x the longer side of the person's box, each
-    ground-truth person taken with the predicted person whose box overlaps it most (a miss when none does)."""
-    from ._track import _iou
-
-    data = ann if isinstance(ann, dict) else __import__("json").loads(Path(ann).read_text())
-    hit = total = 0
-    for a in data["annotations"]:
-        t = a["image_id"] - 1
-        gt = np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
-        labelled = gt[:, 2] > 0
-        total += int(labelled.sum())
-        if t >= len(people) or not len(people[t]):
-            continue
-        p = people[t]
-        k = int(np.argmax(_iou(np.asarray([a["bbox"]], np.float64), p.boxes.astype(np.float64))[0]))
-        d = np.linalg.norm(p.keypoints[k, :, :2] - gt[:, :2], axis=1)
-        hit += int((d[labelled] <= alpha * max(a["bbox"][2], a["bbox"][3])).sum())
-    return hit / total if total else float("nan")

@@ -42,8 +42,7 @@ def run_once(model: Any, clip: dict[str, Path], every: int, save: bool, out: Pat
     finally:
         pose.close()
     d = report.to_dict()
-    d["frames_per_s"]["whole run"] = report.frames / report.wall_s
-    d["persons_per_s"]["whole run"] = report.persons / report.wall_s
+    _, d["frames_per_s"]["whole run"], d["persons_per_s"]["whole run"] = report.rates()["whole run"]
     return {k: d[k] for k in ("frames", "persons", "seconds", "wall_s", "frames_per_s", "persons_per_s")}
 
 

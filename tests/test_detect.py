@@ -65,6 +65,6 @@ def test_box_file_maps_names_frames_and_coco_ids(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 3, "file_name": "street.jpg"}]}))
     assert len(BoxFile(tmp_path / "d.json", ann=tmp_path / "a.json").boxes("/y/street.jpg")) == 1
     (tmp_path / "bad.json").write_text(json.dumps([dict(image_id=1, bbox=[1, 2, float("nan"), 4], score=1)]))
-    with pytest.raises(ValueError, match="entry 0 has box"):
+    with pytest.raises(ValueError, match=r"entry 0 \(x, y, w, h, score\) = \(1, 2, nan, 4, 1\) must be finite"):
         BoxFile(tmp_path / "bad.json")
     assert whole_image_box(np.zeros((20, 30, 3), np.uint8)).tolist() == [[0, 0, 30, 20, 1]]

@@ -17,6 +17,7 @@ from srpose.eval.metrics import (
     oks_iou,
     oks_nms,
     rescore,
+    rescore_all,
 )
 from srpose.keypoints import COCO_SIGMAS
 
@@ -93,6 +94,11 @@ def test_rescore():
     k = np.array([[0, 0, 0.9], [0, 0, 0.5], [0, 0, 0.1]])
     assert rescore(k, 0.8, 0.2) == pytest.approx(0.8 * 0.7)
     assert rescore(k, 0.8, 0.95) == 0.0
+    many = np.random.default_rng(0).random((20, 17, 3)).astype(np.float32)
+    boxes = np.random.default_rng(1).random(20).astype(np.float32)
+    for thr in (0.2, 0.95, 1.0):  # the vectorised form (served and predicted people) equals it person by person
+        want = [rescore(p, b, thr) for p, b in zip(many, boxes)]
+        np.testing.assert_allclose(rescore_all(many, boxes, thr), want, rtol=1e-6)
 
 
 def test_coco_results_nms_per_image():

@@ -15,6 +15,7 @@ from _export_utils import cached_export, cached_image_graph
 
 from srpose.cli import main
 from srpose.data.synthetic_video import generate_video
+from srpose.eval._sources import video_frames
 from srpose.eval._track import TrackOptions
 from srpose.eval.predict import Pose, PredictOptions, predict_sources
 
@@ -23,16 +24,6 @@ from srpose.eval.predict import Pose, PredictOptions, predict_sources
 def clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """24 frames of two people walking in lanes of their own (320 x 240)."""
     return generate_video(tmp_path_factory.mktemp("clip"), frames=24, people=2, seed=3)
-
-
-def _frames(video: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            return out
-        out.append(f)
 
 
 def test_pose_takes_paths_bytes_arrays_and_lists(coco_sample: dict) -> None:
@@ -97,7 +88,7 @@ def test_predict_cli_reads_every_kind_of_source(clip: dict, coco_sample: dict, t
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["000000000785.jpg", "000000000785_1.jpg", "000000040083.jpg", "000000040083_1.jpg", "video.mp4",
          "results.json", "images.json"])
-    assert len(_frames(out / "video.mp4")) == 24
+    assert len(video_frames(out / "video.mp4")) == 24
     assert main(["predict", str(tmp_path / "missing.png"), "--model", model, "--out", str(tmp_path / "o2")]) == 2
     assert "nothing to read" in capsys.readouterr().err
 
@@ -139,11 +130,11 @@ def _iou(a: Any, b: Any) -> float:
 def test_tracking_keeps_ids_where_tracks_do_not_cross(clip: dict, every: int) -> None:
     """Detector boxes (the clip's detections) every ``every`` frames, boxes from the previous keypoints in between:
     each ground-truth person keeps one id for the whole clip, and two people never share one."""
-    from srpose.eval.predict import pck
+    from srpose.eval._demo_clip import pck
 
     pose = Pose(cached_image_graph()[0], boxes=clip["det"], track_options=TrackOptions(detect_every=every))
     pose.runner = OracleRunner(clip["ann"])
-    people = list(pose.track(_frames(clip["video"]), fps=15))
+    people = list(pose.track(video_frames(clip["video"]), fps=15))
     assert len(people) == 24 and all(len(p) == 2 for p in people)
     gt = json.loads(clip["ann"].read_text())["annotations"]
     ids: dict[int, set] = {}
@@ -189,7 +180,7 @@ def test_torch_and_onnxruntime_give_the_same_keypoints(clip: dict, tmp_path: Pat
     path, model, cfg = cached_image_graph(shape_profile="16x16,320x240,640x640")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pth")
-    frames = _frames(clip["video"])[:6]
+    frames = video_frames(clip["video"])[:6]
     got = [list(Pose(m, checkpoint=c, boxes=clip["det"]).track(frames, fps=15))
            for m, c in ((str(tmp_path / "cfg.json"), str(tmp_path / "w.pth")), (str(path), None))]
     a = np.concatenate([p.keypoints for p in got[0]])

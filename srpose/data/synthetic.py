@@ -227,6 +227,22 @@ def _occluder(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, near:
 
 
 # ---------------------------------------------------------------------------------------------- one image
+def draw_people(img: np.ndarray, people: Sequence[tuple[int, dict[str, Any], Any]]) -> tuple[np.ndarray,
+                                                                                             list[np.ndarray]]:
+    """Draw ``people`` (owner label, pose, palette) onto ``img`` in order, later ones in front: (H x W uint8 map of
+    the label of the person visible at each pixel, 0 for none; each person's silhouette, a bool mask)."""
+    h, w = img.shape[:2]
+    owner = np.zeros((h, w), np.uint8)
+    silhouettes = []
+    for label, pose, pal in people:
+        mask = np.zeros((h, w), np.uint8)
+        _draw_person(img, mask, pose, pal)
+        sel = mask > 127
+        owner[sel] = label
+        silhouettes.append(sel)
+    return owner, silhouettes
+
+
 def render_image(seed: int, index: int, image_size: Sequence[int] = (320, 240),
                  people: Sequence[int] = (1, 3)) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render image ``index`` of the dataset with ``seed``: (BGR uint8 image, list of person annotations).
@@ -249,14 +265,8 @@ def render_image(seed: int, index: int, image_size: Sequence[int] = (320, 240),
         pelvis = np.array([x, y + 0.03 * height])
         persons.append((height, _sample_pose(rng, height, pelvis), _palette(rng)))
     persons.sort(key=lambda p: p[0])  # smaller (further) people first, bigger ones in front
-    owner = np.zeros((h, w), np.uint8)  # 0 background, k = person k (1-based), 255 occluder
-    silhouettes = []
-    for k, (_, pose, pal) in enumerate(persons, start=1):
-        mask = np.zeros((h, w), np.uint8)
-        _draw_person(img, mask, pose, pal)
-        sel = mask > 127
-        owner[sel] = k
-        silhouettes.append(sel)
+    # owner: 0 background, k = person k (1-based), 255 occluder
+    owner, silhouettes = draw_people(img, [(k, pose, pal) for k, (_, pose, pal) in enumerate(persons, start=1)])
     if rng.random() < 0.3 and persons:
         _, pose, _ = persons[int(rng.integers(0, len(persons)))]
         target = pose["joints"][int(rng.integers(0, 17))]

@@ -19,7 +19,7 @@ import numpy as np
 
 from srpose._io import atomic_path, atomic_write_json
 
-from .synthetic import (L_AN, L_EL, L_KN, L_WR, R_AN, R_EL, R_KN, R_WR, _background, _category, _draw_person,
+from .synthetic import (L_AN, L_EL, L_KN, L_WR, R_AN, R_EL, R_KN, R_WR, _background, _category, draw_people,
                         _jitter_box, _palette, _sample_pose, annotate)
 
 __all__ = ["generate_video", "frame_file_name"]
@@ -111,14 +111,8 @@ def generate_video(out_dir: str | Path, *, frames: int = 48, image_size: Sequenc
 def _frame(bg: np.ndarray, walkers: list[dict[str, Any]], t: int) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
     """Frame ``t`` (BGR) and one annotation per walker (None when none of them is visible)."""
     img = bg.copy()
-    h, w = img.shape[:2]
-    owner = np.zeros((h, w), np.uint8)
     order = sorted(range(len(walkers)), key=lambda k: walkers[k]["height"])  # further (smaller) people first
     poses = [_pose_at(p, t) for p in walkers]
-    silhouettes = [np.zeros((h, w), bool) for _ in walkers]
-    for k in order:
-        mask = np.zeros((h, w), np.uint8)
-        _draw_person(img, mask, poses[k], walkers[k]["pal"])
-        silhouettes[k] = mask > 127
-        owner[silhouettes[k]] = k + 1
+    owner, drawn = draw_people(img, [(k + 1, poses[k], walkers[k]["pal"]) for k in order])
+    silhouettes = [drawn[order.index(k)] for k in range(len(walkers))]  # back in walker order
     return img, annotate(poses, silhouettes, owner)

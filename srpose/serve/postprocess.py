@@ -5,7 +5,7 @@ image pixels, decoded as the evaluator decodes them, with the codec of the graph
 - top-down heatmaps: the codec's flip merge when the ensemble ran the mirrored pass (second half of the batch),
   ``decode_to_image`` with the codec's refinement (the evaluator's default ``post``); decoded graphs
   (``--decode``): ``to_image`` of the in-graph keypoints. ``SCORES`` is the evaluator's person rescoring
-  (:func:`srpose.tasks._rescore.rescore`: box score x mean joint score above the config's ``vis_thr``); the OKS-NMS
+  (:func:`srpose.tasks._rescore.rescore_all`: box score x mean joint score above the config's ``vis_thr``); the OKS-NMS
   of a protocol stays with the client, which sees all of an image's people.
 - bottom-up (decoded graphs: merged maps + top-k candidates): ``decode_candidates`` (grouping, adjust and refine),
   ``SCORES`` the grouping scores.
@@ -19,7 +19,7 @@ import numpy as np
 from srpose.codecs import codec_from_dict
 from srpose.engines.triton_protocol import (BOX_SCORE, CENTER, CENTER_SCALE_OUT, KEYPOINTS, PARAM_FLIP, SCALE,
                                             SCORES)
-from srpose.tasks._rescore import rescore
+from srpose.tasks._rescore import rescore_all
 from srpose.tasks.bottom_up import DECODED_OUTPUTS
 
 from ._triton import RequestError, input_array, model_card, respond
@@ -68,7 +68,7 @@ class PostprocessModel:
         scales = input_array(request, SCALE, np.float32)
         box_scores = input_array(request, BOX_SCORE, np.float32)
         kpts = decode_top_down(self.codec, out, centers, scales, decoded=self.card.decode, flip=self.flip)
-        scores = np.array([rescore(k, s, self.vis_thr) for k, s in zip(kpts, box_scores)], dtype=np.float32)
+        scores = rescore_all(kpts, box_scores, self.vis_thr)
         return {KEYPOINTS: kpts, SCORES: scores}
 
     def _bottom_up(self, request: Any) -> dict[str, np.ndarray]:

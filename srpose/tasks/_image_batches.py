@@ -16,7 +16,7 @@ import numpy as np
 from srpose.card import BOX_IMAGE, BOXES, IMAGES
 from srpose.data.boxes import check_boxes
 
-__all__ = ["person_boxes", "plan_batches", "ImageBatches", "feed_shapes", "fill_feed", "pad_images", "iterate",
+__all__ = ["person_boxes", "plan_batches", "pack", "ImageBatches", "feed_shapes", "fill_feed", "pad_images", "iterate",
            "PAD_MULTIPLE"]
 
 #: padded image sizes are rounded up to this multiple (fewer distinct shapes for TensorRT), within the profile
@@ -52,21 +52,32 @@ def plan_batches(dataset: Any, indices: Sequence[int] | None, *, persons: int, m
     groups: dict[str, list[int]] = {}
     for i in order:
         groups.setdefault(dataset.records[i]["image_file"], []).append(i)
-    target = min(persons, max_persons)
-    plans: list[list[tuple[str, np.ndarray]]] = []
-    batch: list[tuple[str, np.ndarray]] = []
+    packed = pack([(name, len(idx)) for name, idx in groups.items()], max_persons=max_persons,
+                  max_images=max_images, target=persons)
+    return [[(name, np.asarray(groups[name][part], np.int64)) for name, part in batch] for batch in packed]
+
+
+def pack(groups: Sequence[tuple[Any, int]], *, max_persons: int, max_images: int,
+         target: int | None = None) -> list[list[tuple[Any, slice]]]:
+    """Batches of (group key, slice of its persons) for groups of (key, person count) in order: a group's persons
+    in chunks of at most ``max_persons``; a batch closes before a chunk that would take it past ``max_persons``
+    persons or ``max_images`` groups, and once it holds ``target`` persons (default ``max_persons``)."""
+    target = max_persons if target is None else min(target, max_persons)
+    batches: list[list[tuple[Any, slice]]] = []
+    batch: list[tuple[Any, slice]] = []
     count = 0
-    for name, idx in groups.items():
-        for s in range(0, len(idx), max_persons):
-            chunk = np.asarray(idx[s:s + max_persons], np.int64)
-            if batch and (count + len(chunk) > max_persons or len(batch) >= max_images or count >= target):
-                plans.append(batch)
+    for key, n in groups:
+        for s in range(0, n, max_persons):
+            part = slice(s, min(s + max_persons, n))
+            size = part.stop - part.start
+            if batch and (count + size > max_persons or len(batch) >= max_images or count >= target):
+                batches.append(batch)
                 batch, count = [], 0
-            batch.append((name, chunk))
-            count += len(chunk)
+            batch.append((key, part))
+            count += size
     if batch:
-        plans.append(batch)
-    return plans
+        batches.append(batch)
+    return batches
 
 
 class ImageBatches:
@@ -93,26 +104,19 @@ class ImageBatches:
     def __len__(self) -> int:
         return len(self.plans)
 
-    def persons(self) -> int:
-        return sum(len(idx) for plan in self.plans for _, idx in plan)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         from srpose.data.transforms import read_image
 
-        plan = self.plans[i]
-        decoded: dict[str, np.ndarray] = {}
-        for name, _ in plan:
-            if name not in decoded:
-                decoded[name] = read_image(self.img_dir / name, self.pixel_format)
+        plan = self.plans[i]  # an image's persons are in one chunk of a batch (pack never puts two there)
         idx = np.concatenate([ix for _, ix in plan])
         box_image = np.concatenate([np.full(len(ix), b, np.int32) for b, (_, ix) in enumerate(plan)])
-        batch: dict[str, Any] = dict(images=[decoded[name] for name, _ in plan], boxes=self.boxes[idx],
+        batch: dict[str, Any] = dict(images=[read_image(self.img_dir / name, self.pixel_format) for name, _ in plan],
+                                     boxes=self.boxes[idx],
                                      box_image=box_image, center=self.center[idx], scale=self.scale[idx],
                                      bbox_score=self.boxes[idx, 4].astype(np.float64), image_id=self.image_id[idx],
                                      idx=idx, image_file=[name for name, _ in plan])
         padded = np.empty(feed_shapes(batch, self.hw_max)[IMAGES], np.uint8)
         pad_images(batch["images"], padded)
-        batch["image_sizes"] = np.array([im.shape[:2] for im in batch["images"]], np.int64)
         batch["images"] = padded
         if self.shared:
             import torch

@@ -11,7 +11,7 @@ import numpy as np
 
 from srpose.keypoints import COCO_SIGMAS
 
-__all__ = ["oks_iou", "oks_nms", "rescore", "coco_results"]
+__all__ = ["oks_iou", "oks_nms", "rescore", "rescore_all", "coco_results"]
 
 
 def oks_iou(g: np.ndarray, d: np.ndarray, a_g: float, a_d: np.ndarray, sigmas: np.ndarray | None = None,
@@ -64,6 +64,14 @@ def rescore(keypoints: np.ndarray, box_score: float, vis_thr: float) -> float:
     valid = s[s > vis_thr]
     kpt_score = float(valid.sum() / len(valid)) if len(valid) else 0.0
     return kpt_score * float(box_score)
+
+
+def rescore_all(keypoints: np.ndarray, box_scores: np.ndarray, vis_thr: float) -> np.ndarray:
+    """:func:`rescore` of N people at once (N x K x 3 keypoints, N box scores): N float32 scores."""
+    s = np.asarray(keypoints)[..., 2]
+    valid = s > vis_thr
+    kpt = np.where(valid.any(1), (s * valid).sum(1) / np.maximum(valid.sum(1), 1), 0.0)
+    return (kpt * np.asarray(box_scores, np.float64)).astype(np.float32)
 
 
 def coco_results(preds: np.ndarray, centers: np.ndarray, scales: np.ndarray, box_scores: np.ndarray,
