@@ -291,3 +291,17 @@ def test_torch_image_backend_equals_the_exported_graph(coco_sample: dict) -> Non
     np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
     with pytest.raises(ValueError, match="fp16 on a CUDA device"):
         TorchImageBackend(model, task, precision="fp16")
+
+
+def test_image_feed_pads_within_the_graphs_image_profile() -> None:
+    """Frames given as a list (srpose predict) are padded to a multiple of 32 only while the graph's largest
+    image size allows it: a profile ending at 90 x 90 takes an 80 x 80 frame as 90 x 90, not 96 x 96."""
+    from srpose.engines.standin import StandInBackend
+    from srpose.export.image_graph import ImageGraphOptions, image_card
+
+    task = task_for("res18w16_srpose_coco_96x64")
+    raw = task.make_card(decode=False, flip=False, batch=task.default_batch)
+    backend = StandInBackend(image_card(raw, task, ImageGraphOptions(shape_profile="32x32,64x64,90x90")))
+    batch = dict(images=[np.zeros((80, 80, 3), np.uint8)], boxes=np.array([[1, 1, 20, 40, 1]], np.float32),
+                 box_image=np.zeros(1, np.int32), idx=np.arange(1))
+    assert task.image_feed(backend, batch)[IMAGES].shape == (1, 90, 90, 3)

@@ -172,10 +172,13 @@ class TopDownTask(PoseTask):
                            workers)
 
     def image_feed(self, backend: Any, batch: Batch) -> dict[str, np.ndarray]:
-        """The graph inputs of an image batch, written into ``backend.input_arrays`` (pinned memory for TensorRT)."""
+        """The graph inputs of an image batch, written into ``backend.input_arrays`` (pinned memory for TensorRT);
+        unpadded images are padded up to the graph's image profile at most."""
         from ._image_batches import feed_shapes, fill_feed
 
-        return fill_feed(batch, backend.input_arrays(feed_shapes(batch)))
+        card = backend.card
+        hw_max = tuple(card.hw_profile[2]) if card is not None and card.hw_profile else None
+        return fill_feed(batch, backend.input_arrays(feed_shapes(batch, hw_max)))
 
     # ------------------------------------------------------------------------------------------ inference
     def infer(self, backend: Any, batch: Batch, *, flip: bool) -> tuple[dict[str, np.ndarray], float]:
