@@ -48,7 +48,7 @@ class StandInBackend(Backend):
             raise ValueError("the stand-in returns raw bottom-up maps only (decoded graphs' candidates depend on "
                              "what the maps hold)")
         x = inputs[self.input_names[0]] if isinstance(inputs, Mapping) else inputs
-        hh, ww = (x.shape[1:3] if x.ndim == 4 and x.shape[-1] == 3 else x.shape[2:])
+        hh, ww = x.shape[1:3] if c.image_input else x.shape[2:]  # uint8 N x H x W x 3, or N x 3 x H x W
         return {self.output_names[0]: (n, 2 * k, int(hh), int(ww))}
 
     def infer(self, images: Any, meta: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:

@@ -131,17 +131,16 @@ def predict(task: PoseTask, backend: Backend, dataset: Any, options: EvalOptions
                          "flipped around it: export it with --flip, or evaluate with --no-flip")
     with tqdm(total=n, unit=task.item, desc=f"eval {backend.name}", disable=not opts.progress, leave=False) as bar:
         if served:
-            parts, backend_s = _served(task, backend, dataset, opts, indices, bar)
-        elif backend.image_input and task.kind == "top-down":
-            parts, backend_s = _pipelined(task, _Hooked(backend, on_output) if on_output else backend,
-                                          task.image_batches(dataset, backend.card, batch_size=opts.batch_size,
-                                                             workers=opts.num_workers, indices=indices), bar)
+            parts, backend_s = _served(task, backend, dataset, opts, indices, flip, bar)
         else:
+            be = _Hooked(backend, on_output) if on_output else backend
             batches = (task.image_batches(dataset, backend.card, batch_size=opts.batch_size, workers=opts.num_workers,
                                           indices=indices) if backend.image_input else
                        task.batches(dataset, batch_size=opts.batch_size, workers=opts.num_workers, indices=indices))
-            parts, backend_s = _batched(task, _Hooked(backend, on_output) if on_output else backend, batches, flip,
-                                        opts.post, bar)
+            if backend.image_input and task.kind == "top-down":
+                parts, backend_s = _pipelined(task, be, batches, bar)
+            else:
+                parts, backend_s = _batched(task, be, batches, flip, opts.post, bar)
     elapsed = time.perf_counter() - t_start
     if flip and not backend.decoded and task.kind == "top-down" and backend.timing_source == "device" and n:
         host_ms = max(0.0, elapsed - backend_s) * 1e3 / n
@@ -153,11 +152,10 @@ def predict(task: PoseTask, backend: Backend, dataset: Any, options: EvalOptions
 
 
 def _served(task: PoseTask, backend: Backend, dataset: Any, opts: EvalOptions, indices: Sequence[int] | None,
-            bar: Any) -> tuple[list[Poses], float]:
+            flip: bool, bar: Any) -> tuple[list[Poses], float]:
     parts, backend_s = [], 0.0
     for batch in served_batches(task, dataset, images_per_batch=4 * opts.concurrency, indices=indices):
-        answers, secs = infer_served(task, backend, batch, flip=task.host_flip(backend, opts.flip),
-                                     concurrency=opts.concurrency)
+        answers, secs = infer_served(task, backend, batch, flip=flip, concurrency=opts.concurrency)
         parts.append(decode_served(task, answers, batch))
         backend_s += secs
         bar.update(len(batch["idx"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from srpose.card import PIXEL_FORMATS
 from srpose.tasks import PoseTask
 
 __all__ = ["check_image_options", "real_image_feeds", "io_shapes"]
@@ -17,7 +18,7 @@ def check_image_options(task: PoseTask, opts: Any) -> None:
 
     if int(opts.opset) < MIN_OPSET:
         raise ValueError(f"--image-input needs --opset {MIN_OPSET} or newer (GridSample), got {opts.opset}")
-    if opts.pixel_format not in ("bgr", "rgb"):
+    if opts.pixel_format not in PIXEL_FORMATS:
         raise ValueError(f"--pixel-format {opts.pixel_format!r}: expected bgr or rgb")
     if task.kind == "top-down":
         if opts.decode:

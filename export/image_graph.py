@@ -18,8 +18,6 @@ graphs that already flip and/or decode inside (then only what is missing is adde
 """
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -80,19 +78,9 @@ def _opset(proto: "onnx.ModelProto") -> int:
 
 def _trace(module: "nn.Module", example: tuple, names: Sequence[str], outputs: Sequence[str],
            axes: dict[str, dict[int, str]], opset: int) -> "onnx.ModelProto":
-    import onnx
-    import torch
+    from srpose.export.onnx_export import _simplify, trace_module
 
-    from srpose.export.onnx_export import _simplify
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarning, legacy-exporter deprecation, Slice folding notes
-        with torch.no_grad():
-            torch.onnx.export(module.eval(), tuple(torch.from_numpy(a) for a in example), buf, dynamo=False,
-                              input_names=list(names), output_names=list(outputs), dynamic_axes=axes,
-                              opset_version=opset, do_constant_folding=True)
-    return _simplify(onnx.load_from_string(buf.getvalue()))
+    return _simplify(trace_module(module.eval(), example, names, outputs, axes, opset))
 
 
 def _rename(proto: "onnx.ModelProto", scope: str, keep: dict[str, str]) -> "onnx.ModelProto":

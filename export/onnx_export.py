@@ -150,16 +150,23 @@ def export_onnx_model(model: nn.Module, task: "PoseTask | PoseConfig | str", *, 
 
 
 def _trace(wrapper: nn.Module, task: PoseTask, decode: bool, example: Any, opset: int) -> "onnx.ModelProto":
+    io_spec = task.io(decode)
+    return trace_module(wrapper, (example,), [io_spec.input_name], io_spec.output_names, io_spec.dynamic_axes, opset)
+
+
+def trace_module(module: nn.Module, example: Sequence[Any], names: Sequence[str], outputs: Sequence[str],
+                 axes: Mapping[str, Mapping[int, str]], opset: int) -> "onnx.ModelProto":
+    """``module`` on the ``example`` inputs traced to ONNX (the TorchScript exporter, constant folding), with these
+    input and output names and dynamic axes; not simplified."""
     import onnx
 
-    io_spec = task.io(decode)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarning (static H/W by design), legacy-exporter deprecation
         with torch.no_grad():
-            torch.onnx.export(wrapper, (torch.from_numpy(example),), buf, dynamo=False,
-                              input_names=[io_spec.input_name], output_names=list(io_spec.output_names),
-                              dynamic_axes=io_spec.dynamic_axes, opset_version=opset, do_constant_folding=True)
+            torch.onnx.export(module, tuple(torch.from_numpy(a) for a in example), buf, dynamo=False,
+                              input_names=list(names), output_names=list(outputs), dynamic_axes=dict(axes),
+                              opset_version=opset, do_constant_folding=True)
     return onnx.load_from_string(buf.getvalue())
 
 

@@ -245,7 +245,7 @@ def write_sidecar(engine_path: str | os.PathLike, card: ArtifactCard) -> Path:
 def check_engine_file(engine_path: str | os.PathLike, card: ArtifactCard) -> None:
     """CardError unless the engine file is the one its sidecar describes (the size and sha256 ``srpose build``
     recorded): a file replaced or damaged after the build would otherwise be deployed as the sidecar's engine."""
-    import hashlib
+    from srpose._io import sha256_file
 
     facts = (card.engine or {}).get("engine") or {}
     path = Path(engine_path)
@@ -256,13 +256,10 @@ def check_engine_file(engine_path: str | os.PathLike, card: ArtifactCard) -> Non
                         f"of {int(want_size)} bytes: {fix}")
     want = facts.get("sha256")
     if want:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != want:
+        got = sha256_file(path)
+        if got != want:
             raise CardError(f"engine {path} is not the engine its sidecar {sidecar_path(path).name} describes (sha256 "
-                            f"{h.hexdigest()[:12]}..., the sidecar says {want[:12]}...): {fix}")
+                            f"{got[:12]}..., the sidecar says {want[:12]}...): {fix}")
 
 
 def card_to_onnx(proto: Any, card: ArtifactCard) -> None:

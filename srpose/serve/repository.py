@@ -178,15 +178,15 @@ def _server_flip(card: ArtifactCard, flip: bool | None) -> bool:
     return want
 
 
-def plan_repository(model: str | Path, options: RepositoryOptions, *, card: ArtifactCard | None = None) -> Plan:
-    """The settings of the models of ``model`` (checked; nothing written). ``card``: the file's, when known."""
+def plan_repository(model: str | Path, options: RepositoryOptions) -> Plan:
+    """The settings of the models of ``model`` (checked; nothing written)."""
     options.check()
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     if path.suffix not in (".onnx", *ENGINE_SUFFIXES):
         raise ValueError(f"{path}: expected an exported .onnx graph or a TensorRT .engine/.plan with its sidecar")
-    card = card or read_card(path)
+    card = read_card(path)
     is_engine = path.suffix in ENGINE_SUFFIXES
     if is_engine:
         check_engine_file(path, card)  # what the TensorRT runtime checks, before it is copied as model.plan

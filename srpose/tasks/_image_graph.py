@@ -68,11 +68,7 @@ class ImageCrops(nn.Module):
         self.w, self.h = int(input_size[0]), int(input_size[1])
         self.geometry = BoxGeometry(input_size, padding)
         self.flip = bool(flip)
-        std_t = torch.tensor([float(s) for s in std], dtype=torch.float32)
-        self.register_buffer("order", torch.tensor(channel_order(pixel_format), dtype=torch.int64), persistent=False)
-        self.register_buffer("gain", (1.0 / (255.0 * std_t)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("bias", (-torch.tensor([float(m) for m in mean]) / std_t).view(1, 3, 1, 1),
-                             persistent=False)
+        self.normalize = ChannelNormalize(mean, std, pixel_format=pixel_format)
         self.register_buffer("u", torch.arange(self.w, dtype=torch.float32) - self.w * 0.5, persistent=False)
         self.register_buffer("v", torch.arange(self.h, dtype=torch.float32) - self.h * 0.5, persistent=False)
         self.register_buffer("rev_w", torch.arange(self.w - 1, -1, -1, dtype=torch.int64), persistent=False)
@@ -96,7 +92,7 @@ class ImageCrops(nn.Module):
         crops = F.grid_sample(tall, grid.reshape(1, -1, self.w, 2), mode="bilinear", padding_mode="zeros",
                               align_corners=False)  # 1 x 3 x (P h) x w
         crops = crops.reshape(3, -1, self.h, self.w).permute(1, 0, 2, 3)
-        crops = crops.index_select(1, self.order) * self.gain + self.bias
+        crops = self.normalize(crops)
         if self.flip:
             crops = torch.cat([crops, crops.index_select(3, self.rev_w)], dim=0)
         return crops
@@ -132,8 +128,9 @@ class ImagePeople(nn.Module):
         return keypoints, mean * boxes[:, 4]
 
 
-class ImageNormalize(nn.Module):
-    """uint8 N x H x W x 3 images (``pixel_format``) -> normalised float32 N x 3 x H x W (bottom-up)."""
+class ChannelNormalize(nn.Module):
+    """float32 N x 3 x H x W pixels (0..255, channels in ``pixel_format``'s order) -> RGB, normalised by the
+    config's ``mean`` / ``std`` (0..1 scale), in one gather and one multiply-add."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], *, pixel_format: str = "bgr") -> None:
         super().__init__()
@@ -143,9 +140,19 @@ class ImageNormalize(nn.Module):
         self.register_buffer("bias", (-torch.tensor([float(m) for m in mean]) / std_t).view(1, 3, 1, 1),
                              persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32).permute(0, 3, 1, 2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, self.order) * self.gain + self.bias
+
+
+class ImageNormalize(nn.Module):
+    """uint8 N x H x W x 3 images (``pixel_format``) -> normalised float32 N x 3 x H x W (bottom-up)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, pixel_format: str = "bgr") -> None:
+        super().__init__()
+        self.normalize = ChannelNormalize(mean, std, pixel_format=pixel_format)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images.to(torch.float32).permute(0, 3, 1, 2))
 
 
 class ImageToKeypoints(nn.Module):

@@ -187,8 +187,8 @@ class BottomUpTask(PoseTask):
 
         images = batch["img"]
         meta = dict(joints=batch["joints"], image_id=batch["image_id"])
-        pixels = images.dtype == np.uint8  # N x H x W x 3 for image-input graphs
-        hw, w_axis = (images.shape[1:3], 2) if pixels else (images.shape[2:], 3)
+        pixels = images.dtype == np.uint8
+        hw, w_axis = _image_hw(images), (2 if pixels else 3)
         out, secs = run_backend(backend, {IMAGES: images} if pixels else images, meta)
         if backend.decoded:
             for name, y in out.items():
@@ -232,8 +232,7 @@ class BottomUpTask(PoseTask):
             people = self.codec.decode_candidates(outputs["heatmaps"][0], outputs["tags"][0],
                                                   outputs["candidates"][0], center, scale, adjust=on, refine=on)
         else:
-            img = batch["img"]
-            h, w = img.shape[1:3] if img.dtype == np.uint8 else img.shape[2:]
+            h, w = _image_hw(batch["img"])
             people = self.codec.decode(outputs[RAW_OUTPUT], outputs.get("outputs_flipped"), center, scale,
                                        input_size=(w, h), adjust=on, refine=on)
         p = len(people)
@@ -258,3 +257,8 @@ class BottomUpTask(PoseTask):
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _image_hw(images: np.ndarray) -> tuple[int, int]:
+    """(H, W) of a batch: uint8 N x H x W x 3 pixels (image-input graphs) or float N x 3 x H x W."""
+    return tuple(images.shape[1:3] if images.dtype == np.uint8 else images.shape[2:])  # type: ignore[return-value]
