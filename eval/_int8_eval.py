@@ -185,9 +185,14 @@ class SetEvaluator:
                         backend_name=path.name)[0]
         named = {**{k: float(metrics[k]) for k in _METRICS if k in metrics},
                  **{_PCKH[k]: float(v) for k, v in metrics.items() if k in _PCKH}}
+        rel_l2 = 0.0 if reference else out_err.result()["rel_l2"]
+        if rel_l2 is None:  # the search weighs each group by its share of the output error
+            raise ValueError(f"{self.fp32_path.name} outputs all zeros on the held-out crops, so {path.name}'s "
+                             "output error has no relative size: check the checkpoint (a trained model's heatmaps "
+                             "are not all zero)")
         return dict(metrics=named,
                     kpt_px=0.0 if reference else float(kpt_err.result()["mean_kpt_px"]),
-                    out_rel_l2=0.0 if reference else float(out_err.result()["rel_l2"]))
+                    out_rel_l2=float(rel_l2))
 
     def _data(self) -> list[dict[str, Any]]:
         """The held-out crops, read once (without training targets)."""

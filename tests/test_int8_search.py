@@ -272,3 +272,20 @@ def test_search_is_bounded_and_a_rerun_resumes_from_the_cache(tiny: dict, tmp_pa
     assert resumed.stopped is None and resumed.evaluations["run_by_phase"]["reference"] == 0
     assert resumed.evaluations["run_by_phase"]["sensitivity"] == 2 * len(resumed.groups) - 3
     assert resumed.chosen["groups"] == tiny["report"].chosen["groups"]
+
+
+def test_search_refuses_a_reference_whose_outputs_are_all_zero(tiny: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An all-zero FP32 output gives the INT8 graphs' error no relative size: a clear error, not a TypeError."""
+    import srpose.export.compare as compare
+
+    class AllZeroReference(compare.ErrorAccumulator):
+        def result(self) -> dict:
+            r = super().result()
+            if not self.keypoints:
+                r["rel_l2"] = None  # what compare.ErrorAccumulator says for an all-zero reference
+            return r
+
+    monkeypatch.setattr(compare, "ErrorAccumulator", AllZeroReference)
+    with pytest.raises(ValueError, match="outputs all zeros on the held-out crops"):
+        _rerun(tiny, out_dir=tmp_path / "o")
