@@ -139,20 +139,10 @@ def node_macs(model: "onnx.ModelProto") -> dict[str, int]:
 
 
 def _shapes_at_batch_1(model: "onnx.ModelProto") -> dict[str, list[int | None]]:
-    import onnx
+    from srpose.export.traffic import inferred_value_infos
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
-        dims = vi.type.tensor_type.shape.dim
-        for i, d in enumerate(dims):
-            if not d.HasField("dim_value"):
-                d.Clear()
-                d.dim_value = 1  # batch (and dynamic sizes of other graphs) at 1
-    del m.graph.value_info[:]
-    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
     shapes: dict[str, list[int | None]] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+    for vi in inferred_value_infos(model, strict=False):  # batch (and dynamic sizes of other graphs) at 1
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
     for t in model.graph.initializer:
         shapes[t.name] = list(t.dims)

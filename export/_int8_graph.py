@@ -57,10 +57,10 @@ def quantise_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_int8_graph(model: "onnx.ModelProto", amax: Mapping[str, float], quantised: Sequence[str], *,
-                     keep_fp32_ops: Sequence[str], keep_fp32_nodes: Sequence[str], fp16: bool = True
+                     keep_fp32_ops: Sequence[str], keep_fp32_nodes: Sequence[str]
                      ) -> tuple["onnx.ModelProto", Placement, "Fp16Report"]:
     """The INT8 graph of FP32 ``model`` with the weighted nodes named in ``quantised`` in INT8 (activation ranges
-    ``amax``: tensor -> max |value|), the rest in float16 (``fp16``) or float32: (model, placement, the float16
+    ``amax``: tensor -> max |value|), the rest in float16 except the float32 islands: (model, placement, the float16
     rewrite's report). Passes the full ONNX checker."""
     import onnx
     from onnx import version_converter
@@ -82,7 +82,7 @@ def build_int8_graph(model: "onnx.ModelProto", amax: Mapping[str, float], quanti
     qdq = _insert_qdq(m, place, amax)
     report = Fp16Report()
     rewrite = Fp16Rewrite(qdq, report)
-    policy = _Policy(rewrite, set(place.quantised), tuple(keep_fp32_ops), tuple(keep_fp32_nodes), fp16)
+    policy = _Policy(rewrite, set(place.quantised), tuple(keep_fp32_ops), tuple(keep_fp32_nodes))
     for node in rewrite.nodes:
         rewrite.convert_node(node, policy.low(node))
     rewrite.cast_outputs_back()
@@ -158,11 +158,11 @@ def _insert_qdq(model: "onnx.ModelProto", place: Placement, amax: Mapping[str, f
 class _Policy:
     """Per node of the Q/DQ graph, in graph order: whether it runs in float16 (module docstring)."""
 
-    def __init__(self, rewrite: Any, quantised: set[str], keep_ops: tuple[str, ...], keep_nodes: tuple[str, ...],
-                 fp16: bool) -> None:
+    def __init__(self, rewrite: Any, quantised: set[str], keep_ops: tuple[str, ...], keep_nodes: tuple[str, ...]
+                 ) -> None:
         from srpose.export.fp16 import _matches
 
-        self.rewrite, self.quantised, self.fp16 = rewrite, quantised, fp16
+        self.rewrite, self.quantised = rewrite, quantised
         self.keep_ops, self.keep_nodes = keep_ops, keep_nodes
         self.static32 = {n.name for n in rewrite.nodes if n.op_type in keep_ops or _matches(n.name, keep_nodes)}
         self.readers: dict[str, list[Any]] = {}
@@ -174,7 +174,7 @@ class _Policy:
         from srpose.export.fp16 import _runs_in_fp16
 
         rw = self.rewrite
-        if not self.fp16 or not (any(rw.float_inputs(node)) or any(rw.float_outputs(node))):
+        if not (any(rw.float_inputs(node)) or any(rw.float_outputs(node))):
             return False
         if node.op_type == "QuantizeLinear":
             return not rw.is_float32_now(node.input[0])

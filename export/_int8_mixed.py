@@ -27,10 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from srpose.export.int8 import CalibrationRanges
 
-__all__ = ["QDQ_OPS", "MixedReport", "write_mixed_model", "quantized_nodes", "activation_matmuls",
-           "int8_exclude_for"]
-
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+__all__ = ["MixedReport", "write_mixed_model", "quantized_nodes", "activation_matmuls", "int8_exclude_for"]
 
 
 @dataclass
@@ -77,9 +74,7 @@ def write_mixed_model(fp32_path: str | Path, out_path: str | Path, calib: "Calib
     report, plus ``details``). Same inputs, same bytes."""
     import onnx
 
-    from srpose._io import atomic_write_bytes
-    from srpose.export.int8 import int8_graph
-    from srpose.export.onnx_export import record_precision
+    from srpose.export.int8 import int8_graph, write_converted
 
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
@@ -96,9 +91,5 @@ def write_mixed_model(fp32_path: str | Path, out_path: str | Path, calib: "Calib
     int8_details.update(calibration_key=calib.key, settings=calib.settings)
     report = MixedReport(int8_exclude=exclude, fp16_nodes=list(fp16_nodes),
                          quantized_nodes=quantized_nodes(model, calib.op_types), int8=int8_details)
-    del model.metadata_props[:]
-    model.metadata_props.extend(source.metadata_props)
-    record_precision(model, "mixed", {**report.to_dict(), **dict(details or {})})
-    onnx.checker.check_model(model, full_check=True)
-    atomic_write_bytes(out_path, model.SerializeToString(deterministic=True))
+    write_converted(model, source, "mixed", {**report.to_dict(), **dict(details or {})}, out_path)
     return report

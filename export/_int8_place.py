@@ -99,15 +99,13 @@ def weight_slot(node: Any, constants: Iterable[str]) -> tuple[int, int] | None:
 class Placement:
     """The Q/DQ pairs of one INT8 graph: ``weights`` (node -> (weight input index, axis)), ``activations``
     (tensor -> the (node, input index) reading its DequantizeLinear), ``groups`` (tensors sharing one scale),
-    ``residual`` (residual Add -> index of its quantised input) and ``concat_resize`` (Resize inputs quantised
-    for a Concat)."""
+    and ``residual`` (residual Add -> index of its quantised input)."""
 
     quantised: list[str]
     weights: dict[str, tuple[int, int]] = field(default_factory=dict)
     activations: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     groups: list[list[str]] = field(default_factory=list)
     residual: dict[str, int] = field(default_factory=dict)
-    concat_resize: list[str] = field(default_factory=list)
 
     def request(self, tensor: str, node: str, index: int) -> None:
         readers = self.activations.setdefault(tensor, [])
@@ -159,8 +157,6 @@ def _concat_resize(idx: GraphIndex, place: Placement, tensor: str, quantised: se
         if mode in _RESIZE_MODES and src not in idx.constants:
             place.request(src, resize.name, 0)
             group.append(src)
-            if src not in place.concat_resize:
-                place.concat_resize.append(src)
     if len(group) > 1 and group not in place.groups:
         place.groups.append(group)
 

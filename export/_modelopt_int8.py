@@ -11,9 +11,9 @@ regular expressions. The output gets the FP32 file's card with ``precision="int8
 """
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,39 +44,36 @@ def quantize_with_modelopt(fp32_path: Path, out_path: str | Path, calibration: I
 
     from srpose._io import atomic_write_bytes
     from srpose.export._int8_graph import quantized_nodes
+    from srpose.export.fp16 import _matches
+    from srpose.export.int8 import DEFAULT_OP_TYPES
     from srpose.export.onnx_export import record_precision
 
+    if method not in ("max", "entropy"):
+        raise ValueError(f"INT8 engine 'modelopt' calibrates with max or entropy, not {method!r}")
     python = modelopt_python()
     if python is None:
         raise RuntimeError("INT8 engine 'modelopt' needs NVIDIA ModelOpt: `make modelopt-deps` (an environment of its "
                            "own, .venv-modelopt) or SRPOSE_MODELOPT_PYTHON=/path/to/python; or use the built-in "
                            "quantiser (--int8-engine srpose)")
-    if method not in ("max", "entropy"):
-        raise ValueError(f"INT8 engine 'modelopt' calibrates with max or entropy, not {method!r}")
     crops = np.concatenate([np.asarray(b[input_name] if isinstance(b, dict) else b, np.float32) for b in calibration])
     source = onnx.load(str(fp32_path))
-    names = [n.name for n in source.graph.node if any(n.name == p or fnmatch.fnmatchcase(n.name, p) for p in exclude)]
+    names = [n.name for n in source.graph.node if _matches(n.name, exclude)]
     with tempfile.TemporaryDirectory(prefix="srpose-modelopt-") as tmp:
         np.save(Path(tmp) / "crops.npy", crops)
         out_tmp = Path(tmp) / "int8.onnx"
         cmd = [python, str(Path(__file__).with_name("_modelopt_run.py")), str(fp32_path), str(out_tmp), "--calib",
                str(Path(tmp) / "crops.npy"), "--method", method, "--input-name", input_name]
         if names:
-            cmd += ["--exclude", *(f"^{_regex(n)}$" for n in names)]
+            cmd += ["--exclude", *(f"^{re.escape(n)}$" for n in names)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0 or not out_tmp.is_file():
             raise RuntimeError(f"ModelOpt ({python}) failed on {fp32_path.name}: {r.stderr.strip()[-1500:]}")
         model = onnx.load(str(out_tmp))
     details = dict(engine="modelopt", method=method, calibration_crops=int(len(crops)), excluded_nodes=names,
-                   quantized_nodes=len(quantized_nodes(model, ("Conv", "ConvTranspose", "MatMul", "Gemm"))))
+                   quantized_nodes=len(quantized_nodes(model, DEFAULT_OP_TYPES)))
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
     record_precision(model, "int8", details)
     atomic_write_bytes(out_path, model.SerializeToString(deterministic=True))
     return details
 
-
-def _regex(name: str) -> str:
-    import re
-
-    return re.escape(name)

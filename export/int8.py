@@ -32,7 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from srpose.export._int8_calib import CACHE_FORMAT  # noqa: F401 - the cache's file format, importable from here
 from srpose.export._int8_calib import compute_ranges, load_ranges, quiet, save_ranges
@@ -146,9 +146,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: Iter
 
         if calibration is None:
             raise ValueError("INT8 engine 'modelopt' needs calibration data (it calibrates itself, uncached)")
-        mo_method = {"max": "max", "minmax": "max", "entropy": "entropy"}.get(method)
-        if mo_method is None:
-            raise ValueError(f"INT8 engine 'modelopt' calibrates with max or entropy, not {method!r}")
+        mo_method = {"minmax": "max"}.get(method, method)  # ours and ModelOpt's name for the same calibration
         d = quantize_with_modelopt(fp32_path, out_path, calibration, method=mo_method, exclude=exclude,
                                    input_name=input_name)
         return Int8Report(method=d["method"], calibration_crops=d["calibration_crops"], engine="modelopt",
@@ -284,22 +282,29 @@ def int8_graph(model: Any, calib: CalibrationRanges, excluded: Sequence[str], ke
 def _write_qdq(fp32_path: Path, out_path: str | Path, calib: CalibrationRanges, excluded: list[str], model: Any,
                keep_fp32_ops: Sequence[str], keep_fp32_nodes: Sequence[str]) -> Int8Report:
     """:func:`write_qdq_model` on checked arguments, ``model`` being the loaded FP32 file (its metadata is kept)."""
+    q, report = int8_graph(model, calib, excluded, keep_fp32_ops, keep_fp32_nodes)
+    # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
+    details = {k: v for k, v in report.to_dict().items() if k not in ("cache_file", "cache_hit")}
+    details.update(calibration_key=calib.key, settings=calib.settings, keep_fp32_ops=list(keep_fp32_ops),
+                   keep_fp32_nodes=list(keep_fp32_nodes))
+    write_converted(q, model, "int8", details, out_path)
+    return report
+
+
+def write_converted(model: "onnx.ModelProto", source: "onnx.ModelProto", precision: str, details: Mapping[str, Any],
+                    out_path: str | Path) -> None:
+    """Write ``model``, converted from ``source``, with ``source``'s card and ``precision`` / ``details`` recorded:
+    checked by the full ONNX checker, atomically, in deterministic bytes."""
     import onnx
 
     from srpose._io import atomic_write_bytes
     from srpose.export.onnx_export import record_precision
 
-    q, report = int8_graph(model, calib, excluded, keep_fp32_ops, keep_fp32_nodes)
-    del q.metadata_props[:]
-    q.metadata_props.extend(model.metadata_props)
-    # only what defines the graph goes into the file (no paths, no cache state): same inputs, same bytes
-    details = {k: v for k, v in report.to_dict().items() if k not in ("cache_file", "cache_hit")}
-    details.update(calibration_key=calib.key, settings=calib.settings, keep_fp32_ops=list(keep_fp32_ops),
-                   keep_fp32_nodes=list(keep_fp32_nodes))
-    record_precision(q, "int8", details)
-    onnx.checker.check_model(q, full_check=True)
-    atomic_write_bytes(out_path, q.SerializeToString(deterministic=True))
-    return report
+    del model.metadata_props[:]
+    model.metadata_props.extend(source.metadata_props)
+    record_precision(model, precision, details)
+    onnx.checker.check_model(model, full_check=True)
+    atomic_write_bytes(out_path, model.SerializeToString(deterministic=True))
 
 
 # ---------------------------------------------------------------------------------------------- checks

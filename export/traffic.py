@@ -215,9 +215,9 @@ def _propagate_back(g: _Graph, stored: dict[str, int]) -> None:
             stored[src] = stored[out]
 
 
-def _shapes(model: Any, input_hw: Sequence[int] | None) -> tuple[dict[str, list[int] | None], dict[str, int]]:
-    """Batch-1 shapes (None: not inferred) and element types of every tensor (dynamic batch -> 1, dynamic H, W ->
-    ``input_hw``)."""
+def inferred_value_infos(model: Any, input_hw: Sequence[int] | None = None, *, strict: bool = True) -> list[Any]:
+    """Value infos of every input, inferred intermediate and output of ``model`` with its dynamic input dimensions
+    pinned: the batch at 1, H and W at ``input_hw``; any other dynamic dimension raises (``strict``) or is 1."""
     import onnx
 
     m = onnx.ModelProto()
@@ -225,18 +225,30 @@ def _shapes(model: Any, input_hw: Sequence[int] | None) -> tuple[dict[str, list[
     for vi in m.graph.input:
         dims = vi.type.tensor_type.shape.dim
         for i, d in enumerate(dims):
-            if not d.HasField("dim_value"):
-                if i > 0 and (input_hw is None or i < len(dims) - 2):
-                    raise ValueError(f"input {vi.name!r} has a dynamic dimension {i}: pass input_hw (H, W) to count "
-                                     "the bytes of a graph of dynamic size (bottom-up)")
-                value = 1 if i == 0 else int(input_hw[i - len(dims) + 2])  # type: ignore[index]
-                d.Clear()
-                d.dim_value = value
+            if d.HasField("dim_value"):
+                continue
+            if i == 0:
+                value = 1
+            elif input_hw is not None and i >= len(dims) - 2:
+                value = int(input_hw[i - len(dims) + 2])
+            elif strict:
+                raise ValueError(f"input {vi.name!r} has a dynamic dimension {i}: pass input_hw (H, W) to count "
+                                 "the bytes of a graph of dynamic size (bottom-up)")
+            else:
+                value = 1
+            d.Clear()
+            d.dim_value = value
     del m.graph.value_info[:]
     inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    return list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+
+
+def _shapes(model: Any, input_hw: Sequence[int] | None) -> tuple[dict[str, list[int] | None], dict[str, int]]:
+    """Batch-1 shapes (None: not inferred) and element types of every tensor (dynamic batch -> 1, dynamic H, W ->
+    ``input_hw``)."""
     shape: dict[str, list[int] | None] = {}
     elem: dict[str, int] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+    for vi in inferred_value_infos(model, input_hw):
         t = vi.type.tensor_type
         elem[vi.name] = t.elem_type
         known = t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim)
@@ -249,11 +261,12 @@ def export_traffic(path: str | Path) -> dict[str, Any]:
     or per image at the shape profile's optimum size (bottom-up: ``input_hw`` in the entry), as a dict."""
     import onnx
 
-    from srpose.card import read_card
+    from srpose.card import card_from_onnx
 
-    card = read_card(path)
+    model = onnx.load(str(path))
+    card = card_from_onnx(model, source=str(path))
     hw = None if card is None or card.hw_profile is None else [int(v) for v in card.hw_profile[1]]
-    out = activation_traffic(onnx.load(str(path)), hw).to_dict()
+    out = activation_traffic(model, hw).to_dict()
     if hw is not None:
         out["input_hw"] = hw
     return out

@@ -127,9 +127,8 @@ def confirm(cfg_file: Path, scenarios: list[dict], data: dict, confirm_ann: Path
             ) -> dict[str, dict[str, Any]]:
     """AP and bytes moved per person on the persons the searches did not see: FP32, FP16 (and FP16 with the head's
     output conv in FP32), per calibration method the INT8 export (every layer INT8) and INT8 with the head's
-    output conv in FP16, and each search's chosen mixed graph. INT8 graphs are written as mixed graphs (the same
-    graph as ``srpose export --precision int8 [--int8-exclude ...]``) so that the backend rounds their float16
-    tensors."""
+    output conv in FP16, and each search's chosen mixed graph. INT8 graphs are written by ``write_mixed_model`` from the
+    calibration ranges at hand (the same graph as ``srpose export --precision int8 [--int8-exclude ...]``)."""
     import onnx
 
     from srpose.engines.onnxruntime import OnnxRuntimeBackend

@@ -89,7 +89,7 @@ def res50_ap(work: Path, data_dir: Path, epochs: int) -> dict[str, Any]:
     """AP per precision of res50-SRPose trained here: the preset at the demo's 64x96 input (its 256x192 does not
     train on 2 CPU cores in reasonable time), the demo's recipe for ``epochs`` epochs on the generated people of
     ``scripts/bench_int8_search.py`` (``data_dir``: train/ and val/), evaluated on the 2,000 held-out persons (flip
-    on); INT8 graphs as mixed graphs (the same graph), so that the backend rounds their float16 tensors."""
+    on); INT8 graphs written by ``write_mixed_model`` from the calibration ranges (the same graph as the export's)."""
     import os
 
     from srpose import get_config

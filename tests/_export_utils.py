@@ -45,6 +45,32 @@ def tiny_bottom_up_config(head: str = "sr", name: str | None = None) -> PoseConf
     return cfg.with_input_size(64, 64)
 
 
+_FAMILY_PRESETS = {"res": "res50{}_coco_256x192", "transpose": "transpose_r_a4{}_coco_256x192"}
+
+
+def family_config(family: str, head: str) -> PoseConfig:
+    """A preset of ``family`` (res, hrnet, hrt, transpose, bottom-up) with ``head``, shrunk to a few channels at
+    32x32 (ResNet: 64x64)."""
+    if family in ("hrnet", "hrt"):
+        return tiny_config(family, head, size=(32, 32))
+    if family == "bottom-up":
+        return tiny_bottom_up_config(head)
+    cfg = get_config(_FAMILY_PRESETS[family].format("" if head == "simple" else f"_{head}"))
+    h = cfg.model["keypoint_head"]
+    if family == "res":
+        cfg.model["backbone"].update(depth=18, base_channels=8, stem_channels=8)
+        deep = [64, 32, 16, 8]
+    else:
+        cfg.model["backbone"].update(layers=(1, 1), d_model=16, dim_feedforward=32, nhead=2, num_encoder_layers=1)
+        deep = [16, 256]
+    if head == "srpose":
+        h.update(in_channels=deep, out_channels=[16, 8, 8, 8][:len(deep)], per_emb_nums=[2] * len(deep))
+    else:
+        h.update(in_channels=deep[0], num_deconv_filters=(8,) * h["num_deconv_layers"])
+    cfg.name = f"tiny_{family}_{head}"
+    return cfg.with_input_size(*((64, 64) if family == "res" else (32, 32)))
+
+
 def tiny_model(cfg: PoseConfig, seed: int = 0) -> torch.nn.Module:
     """The model of ``cfg`` with PyTorch's default initialisation (clear heatmap peaks, unlike mmpose's N(0, 1e-3)
     head init), seeded."""

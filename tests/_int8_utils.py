@@ -1,29 +1,7 @@
-"""Helpers of the INT8 tests: running an INT8 graph as the CPU measures it, and the placement checks."""
+"""Helpers of the INT8 tests: the placement checks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-
-
-def run_int8(path: str | Path, x: np.ndarray, threads: int = 1) -> dict[str, np.ndarray]:
-    """Outputs of an INT8 / mixed graph in ONNX Runtime with float16 rounding emulated (every float16 tensor rounded
-    explicitly, Q/DQ in float32), as :class:`srpose.engines.onnxruntime.OnnxRuntimeBackend` runs float16 graphs.
-
-    The graph's own float16 Q/DQ are not run natively: ONNX Runtime 1.32's CPU QDQ fusions give wrong values on
-    some float16 Q/DQ graphs (an HRNet fuse layer's Relu -> Q -> DQ -> Conv came out 10^4 times too large with
-    graph optimisation on, right with it off), and they would not round the activations anyway."""
-    import onnx
-    import onnxruntime as ort
-
-    from srpose.engines._fp16_emulation import fp16_rounding_graph
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(fp16_rounding_graph(onnx.load(str(path))).SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
 
 
 # ------------------------------------------------------------------------------------------- placement checks

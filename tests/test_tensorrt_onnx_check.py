@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _export_utils import tiny_bottom_up_config, tiny_config, tiny_model
+from _export_utils import family_config, tiny_model
 
-from srpose import get_config
 from srpose.engines.tensorrt import onnx_check
 from srpose.engines.tensorrt.onnx_check import OnnxCheckError, check_onnx_for_tensorrt, raise_for_problems
 
@@ -18,30 +17,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ============================================================================ the one place calling the exporters
 
-_PRESETS = {"res": "res50{}_coco_256x192", "transpose": "transpose_r_a4{}_coco_256x192"}
 _EXPORTS: dict[tuple, Path] = {}
 
 
-def _tiny_config(family: str, head: str):
-    """A preset of ``family`` with ``head`` shrunk to a few channels and a 32x32 (ResNet: 64x64) input."""
-    if family in ("hrnet", "hrt"):
-        return tiny_config(family, head, size=(32, 32))
-    if family == "bottom-up":
-        return tiny_bottom_up_config(head)
-    cfg = get_config(_PRESETS[family].format("" if head == "simple" else f"_{head}"))
-    h = cfg.model["keypoint_head"]
-    if family == "res":
-        cfg.model["backbone"].update(depth=18, base_channels=8, stem_channels=8)
-        deep = [64, 32, 16, 8]
-    else:
-        cfg.model["backbone"].update(layers=(1, 1), d_model=16, dim_feedforward=32, nhead=2, num_encoder_layers=1)
-        deep = [16, 256]
-    if head == "srpose":
-        h.update(in_channels=deep, out_channels=[16, 8, 8, 8][:len(deep)], per_emb_nums=[2] * len(deep))
-    else:
-        h.update(in_channels=deep[0], num_deconv_filters=(8,) * h["num_deconv_layers"])
-    cfg.name = f"tiny_{family}_{head}"
-    return cfg.with_input_size(*((64, 64) if family == "res" else (32, 32)))
 
 
 def export_variant(out_dir: Path, family: str, head: str, precision: str = "fp32", flip: bool = False,
@@ -55,13 +33,13 @@ def export_variant(out_dir: Path, family: str, head: str, precision: str = "fp32
     if key not in _EXPORTS:
         path = out_dir / f"{family}_{head}_{precision}{'_flip' * flip}{'_decode' * decode}.onnx"
         if precision == "fp32":
-            cfg = _tiny_config(family, head)
+            cfg = family_config(family, head)
             kw = {} if family == "bottom-up" else {"batch": (1, 2, 4), "flip": flip}
             export_onnx(tiny_model(cfg), cfg, path, decode=decode, **kw)
         elif precision == "fp16":
             convert_fp16(export_variant(out_dir, family, head, "fp32", flip, decode), path)
         else:
-            w, h = _tiny_config(family, head).image_size
+            w, h = family_config(family, head).image_size
             calib = [np.random.default_rng(0).standard_normal((2, 3, h, w)).astype(np.float32)]
             quantize_int8(export_variant(out_dir, family, head, "fp32", flip, decode), path, calib, method="max")
         _EXPORTS[key] = path
