@@ -71,47 +71,39 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"threads must be >= 1 (or None for ONNX Runtime's default), got {threads}")
         opts = _session_options(threads, spin)
         provider_list = resolve_providers(providers)
+        # the card comes from a first session, not from onnx.load: the served network's Python has onnxruntime
+        # but no onnx package; a graph that needs float16 emulation (and onnx) gets a second session below
+        self.session = self._open(str(self.path), opts, provider_list)
+        props = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.card: ArtifactCard | None = ArtifactCard.from_metadata(props, source=str(self.path))
+        except CardError:
+            if "srpose_format" in props:  # a card that is there but broken is an error, not "no card"
+                raise
+            self.card = None
+        self.precision = self.card.precision if self.card is not None else "fp32"
         self.fp16_emulated = False
         cpu_only = provider_list == ["CPUExecutionProvider"]
-        if fp16_emulation is not False and (fp16_emulation or cpu_only):
-            self._open_emulating(opts, provider_list)
-        else:
-            self.session = self._open(str(self.path), opts, provider_list)
-            self.card = self._card_of(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.card.precision if self.card is not None else "fp32"
+        # INT8 graphs are float16 outside their INT8 layers (opset-19 float16 Q/DQ): ONNX Runtime's CPU kernels
+        # would run them in float32 and its WeightBiasQuantization pass miscomputes float16 Q/DQ, so they get the
+        # same float16-rounding emulation as FP16 and mixed graphs (the arithmetic TensorRT runs)
+        maybe_fp16 = self.card is None or self.precision in ("fp16", "mixed", "int8")
+        if fp16_emulation is not False and (fp16_emulation or cpu_only) and maybe_fp16:
+            self._emulate_fp16(opts, provider_list)
         self._check_io()
         self.batch_max = self.card.batch[2] if self.card is not None else None
         self.providers = self.session.get_providers()
         self.name = f"onnxruntime-{self.precision}"
 
-    def _card_of(self, props: Mapping[str, str]) -> ArtifactCard | None:
-        try:
-            return ArtifactCard.from_metadata(props, source=str(self.path))
-        except CardError:
-            if "srpose_format" in props:  # a card that is there but broken is an error, not "no card"
-                raise
-            return None
-
-    def _open_emulating(self, opts: Any, providers: list[str]) -> None:
-        """One session: of the float16-rounding graph where the file has float16 tensors and its card allows them
-        (FP16, mixed, and INT8 graphs, which are float16 outside their INT8 layers: ONNX Runtime's CPU kernels would
-        run them in float32, and its WeightBiasQuantization pass miscomputes float16 Q/DQ), else of the file."""
+    def _emulate_fp16(self, opts: Any, providers: list[str]) -> None:
         import onnx
 
         from srpose.engines._fp16_emulation import fp16_rounding_graph, has_float16
 
-        try:
-            proto = onnx.load(str(self.path))
-        except Exception as e:  # onnx raises protobuf's DecodeError and others
-            raise ValueError(f"ONNX Runtime cannot load {self.path}: not a readable ONNX file "
-                             f"({type(e).__name__}: {e})") from None
-        self.card = self._card_of({p.key: p.value for p in proto.metadata_props})
-        maybe_fp16 = self.card is None or self.card.precision in ("fp16", "mixed", "int8")
-        if maybe_fp16 and has_float16(proto):
+        proto = onnx.load(str(self.path))
+        if has_float16(proto):
             self.session = self._open(fp16_rounding_graph(proto).SerializeToString(), opts, providers)
             self.fp16_emulated = True
-        else:
-            self.session = self._open(str(self.path), opts, providers)
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
