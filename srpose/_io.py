@@ -19,19 +19,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise FileNotFoundError(f"output folder {parent} does not exist: create it first")
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"output folder {parent} is not writable: choose another output location")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     try:
         yield tmp_path
-        if tmp_path.exists():  # mkstemp creates 0600; give the artifact the usual permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
+        if tmp_path.exists():
+            _usual_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _temp_beside(path: Path) -> Path:
+    """A new empty temporary file in ``path``'s folder, named after it (hidden)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _usual_mode(path: Path) -> None:
+    """mkstemp creates 0600: give the file the permissions a new file gets (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -50,11 +60,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically: the one JSON writer of results and reports. Strict JSON
     only: a NaN or infinity (which strict parsers reject) is refused, naming where it is, before anything is
     written."""
-    where = first_nonfinite(obj)
-    if where is not None:
-        raise ValueError(f"not writing {path}: {where} is not a finite number (JSON has no NaN or Infinity)")
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default,
-                                              allow_nan=False) + "\n")
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    except ValueError:  # the object is walked again only to say where
+        where = first_nonfinite(obj)
+        if where is None:
+            raise
+        raise ValueError(f"not writing {path}: {where} is not a finite number (JSON has no NaN or Infinity)") from None
+    return atomic_write_text(path, text + "\n")
 
 
 def first_nonfinite(obj: Any, where: str = "the value") -> str | None:
@@ -153,13 +166,10 @@ def publish_files(files: "dict[Path, Path]") -> list[Path]:
     try:
         for dst, src in files.items():
             dst = Path(dst)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-            os.close(fd)
-            temps.append((Path(tmp), dst))
+            tmp = _temp_beside(dst)
+            temps.append((tmp, dst))
             shutil.copyfile(src, tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            _usual_mode(tmp)
         for tmp, dst in temps:
             os.replace(tmp, dst)
         return [dst for _, dst in temps]
@@ -186,3 +196,12 @@ def check_out_dir(path: str | os.PathLike, *, option: str = "output folder") -> 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot create {option} {path}: {parent} is not writable")
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the local server's, the trainer's process group's)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -30,7 +30,7 @@ def _read_file(path: Path) -> Any:
     except pickle.UnpicklingError as e:
         # torch's message advises weights_only=False, unsafe for a file of unknown origin: not repeated here
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if found or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):
             what = f" (e.g. {found.group(1)})" if found else ""
             raise CheckpointError(
                 f"checkpoint {path} holds pickled Python objects{what}, which srpose does not load (loading them can "

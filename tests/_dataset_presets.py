@@ -22,6 +22,8 @@ PRESETS = {
     "hrnet_w32_crowdpose_256x192": ("crowdpose", "hrnet_w32_coco_256x192"),
     "hrnet_w32_srpose_crowdpose_256x192": ("crowdpose", "hrnet_w32_srpose_coco_256x192"),
 }
+#: the metric each dataset's reports lead with
+PRIMARY = {"mpii": "Mean", "crowdpose": "AP"}
 SMALL = (64, 64)  # (w, h) of the reduced inputs: every backbone and head supports it
 
 
@@ -63,6 +65,12 @@ def sample_dataset(task: Any, shared: Path, *, det: bool = False) -> Any:
     if det:
         return task.dataset(str(ann), str(d), det=str(d / f"test_{name}_det_AP_40.json"))
     return task.dataset(str(ann), str(d), gt_bbox=True)
+
+
+def sample_sets(task: Any, shared: Path) -> list[Any]:
+    """The sample of the task's dataset; CrowdPose also with detections (several boxes an image, OKS-NMS)."""
+    return [sample_dataset(task, shared)] + (
+        [sample_dataset(task, shared, det=True)] if task.cfg.data["dataset"] == "crowdpose" else [])
 
 
 def mean_pose_model(cfg: PoseConfig, task: Any, dataset: Any, *, weight: float = 0.02,

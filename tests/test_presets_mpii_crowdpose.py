@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _dataset_presets import PRESETS, SMALL, mean_pose_model, sample_dataset, self_labelled, small_preset
+from _dataset_presets import (PRESETS, PRIMARY, SMALL, mean_pose_model, sample_dataset, sample_sets, self_labelled,
+                              small_preset)
 from conftest import SHARED_DATA, shared_path
 
 from srpose import get_config, list_models, load_checkpoint, save_checkpoint
@@ -33,8 +34,6 @@ MMPOSE_DATA = {
     "crowdpose": dict(image_size=[192, 256], use_gt_bbox=False, half_body=(6, 0.3), batch=64, oks_thr=0.9,
                       vis_thr=0.2, det_bbox_thr=0.0, soft_nms=False),
 }
-#: the primary metric of each dataset's protocol, as the evaluator names it
-PRIMARY = {"mpii": "Mean", "crowdpose": "AP"}
 
 
 # ------------------------------------------------------------------------------------------ the configs
@@ -184,8 +183,7 @@ def test_export_eval_and_parity_on_the_sample(name: str, exports) -> None:
     assert card.num_joints == s["cfg"].num_joints and card.config["data"]["dataset"] == dataset
     assert card.flip_pairs == [list(p) for p in s["cfg"].flip_pairs] and card.codec["name"] == s["task"].codec.name
     assert [str(p) for p in check_onnx_for_tensorrt(s["onnx"])] == []
-    sets = [s["ds"]] + ([sample_dataset(s["task"], SHARED_DATA, det=True)] if dataset == "crowdpose" else [])
-    for ds in sets:
+    for ds in sample_sets(s["task"], SHARED_DATA):
         rep = run_parity(s["task"], s["model"], [s["onnx"]], ds, ParityOptions(batch_size=8, workers=0))
         assert rep.primary_metric == PRIMARY[dataset] and rep.dataset == dataset and rep.items == len(ds)
         assert rep.reference["metrics"][PRIMARY[dataset]] > 0, rep.reference["metrics"]

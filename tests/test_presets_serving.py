@@ -12,14 +12,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from _dataset_presets import mean_pose_model, sample_dataset, small_preset
+from _dataset_presets import PRIMARY, mean_pose_model, sample_dataset, sample_sets, small_preset
 from _triton_utils import server_python
 from conftest import shared_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SERVED = ("hrnet_w32_srpose_mpii_256x256", "res50_crowdpose_256x192")
-PRIMARY = {"mpii": "Mean", "crowdpose": "AP"}
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     assert "Traceback" not in log, log[log.index("Traceback"):][:2000]
 
 
-def _sets(task: Any, shared: Path) -> list[Any]:
-    """The sample of the task's dataset; CrowdPose also with detections (several boxes a request, OKS-NMS)."""
-    return [sample_dataset(task, shared)] + (
-        [sample_dataset(task, shared, det=True)] if task.cfg.data["dataset"] == "crowdpose" else [])
-
-
 @pytest.mark.parametrize("name", SERVED)
 def test_served_crop_graph_equals_onnxruntime(name: str, server: dict[str, Any]) -> None:
     """`--crop-input`: the host pipeline in the server's python models; bit for bit the in-process evaluation."""
@@ -70,7 +63,7 @@ def test_served_crop_graph_equals_onnxruntime(name: str, server: dict[str, Any])
 
     m = server["models"][name]
     task = m["task"]
-    for ds in _sets(task, server["shared"]):
+    for ds in sample_sets(task, server["shared"]):
         want = evaluate(task, open_backend(m["onnx"]), ds, EvalOptions(progress=False, workers=0))
         assert want.flip and want.metrics[PRIMARY[task.cfg.data["dataset"]]] > 0, want.metrics
         for url in (server["grpc"], server["http"]):
@@ -90,7 +83,7 @@ def test_served_image_graph_equals_its_evaluation(name: str, server: dict[str, A
     m = server["models"][name]
     task = m["task"]
     local = open_backend(m["image"])
-    for ds in _sets(task, server["shared"]):
+    for ds in sample_sets(task, server["shared"]):
         want = evaluate(task, local, ds, EvalOptions(progress=False, workers=0))
         assert want.metrics[PRIMARY[task.cfg.data["dataset"]]] > 0, want.metrics
         with open_backend(f"{server['grpc']}/{m['ensembles']['image']}") as remote:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,6 +178,7 @@ def test_cli_errors_name_the_fix(tmp_path: Path, capsys) -> None:
 _RUN_MODELS = r"""
 import json, sys
 from pathlib import Path
+from typing import Any
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" or name.startswith("torch."):
@@ -233,6 +235,22 @@ print(json.dumps(errors))
 """
 
 
+_BOXES = [[120.5, 40.25, 150.0, 300.0, 0.9], [300.0, 60.0, 110.0, 260.0, 0.7]]
+
+
+def _run_models(script: str, repo: str, ensemble: str, image: Path, boxes: list, tmp_path: Path
+                ) -> tuple[list[str], Any]:
+    """Run ``script`` (the repository's models loaded as the server loads them, the fake triton module beside) in
+    a process of its own: (the error messages it printed, the arrays it saved)."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
+    run = subprocess.run([sys.executable, "-c", script, str(fake), repo, ensemble, str(image), json.dumps(boxes),
+                          str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), np.load(tmp_path / "out.npz")
+
+
 def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tmp_path: Path,
                                                                coco_sample: dict) -> None:
     """The repository's pre-processing, network and post-processing, loaded as the server loads them (model.py,
@@ -244,19 +262,12 @@ def test_python_models_run_torch_free_from_the_repository_copy(td_onnx: Path, tm
     from srpose.tasks._rescore import rescore
 
     rep = write_repository(td_onnx, RepositoryOptions(out=tmp_path / "repo", runtime="python-onnxruntime"))
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
     image = Path(coco_sample["images"]) / "000000196141.jpg"
-    boxes = [[120.5, 40.25, 150.0, 300.0, 0.9], [300.0, 60.0, 110.0, 260.0, 0.7]]
-    run = subprocess.run([sys.executable, "-c", _RUN_MODELS, str(fake), rep.repo, rep.ensemble, str(image),
-                          json.dumps(boxes), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    errors, got = _run_models(_RUN_MODELS, rep.repo, rep.ensemble, image, _BOXES, tmp_path)
+    boxes = _BOXES
     for err, want in zip(errors, ("cannot decode", "holds no person", "lies outside the", "'IMAGE' is missing",
                                   "(x, y, w, h, score) = (10, 10, 40, 80, nan) must be finite")):
         assert want in err, errors
-    got = np.load(tmp_path / "out.npz")
     card = read_card(td_onnx)
     pipe = TopDownPipeline(dict(image_size=list(card.input_size), heatmap_size=list(card.heatmap_size),
                                 mean=card.mean, std=card.std, flip_pairs=card.flip_pairs))
@@ -328,7 +339,9 @@ cs = run(pre, {"IMAGE": data, "CENTER_SCALE": np.array([[300.0, 200.0, 1.0, 1.33
 errors = [run(pre, {"IMAGE": data, "BOXES": np.array([[10, 10, np.nan, 80, 1.0]])})["error"],
           run(pre, {"IMAGE": data, "BOXES": np.array([[10, 10, 40, 80, np.nan]])})["error"],
           run(pre, {"IMAGE": data, "BOXES": np.zeros((200, 5)) + [10, 10, 40, 80, 1]})["error"],
-          run(net, {"images": a["images"], "boxes": a["boxes"]})["error"]]
+          run(net, {"images": a["images"], "boxes": a["boxes"]})["error"],
+          run(pre, {"IMAGE": data, "CENTER_SCALE": np.array([[300.0, 200.0, 1.0, 1.333, 0.5],
+                                                             [300.0, 200.0, 0.0, 1.333, 0.5]])})["error"]]
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
 import gc; gc.collect()
 assert not UNRAISABLE, UNRAISABLE
@@ -347,23 +360,17 @@ def test_image_graph_models_run_torch_free_and_equal_the_graph(td_onnx: Path, tm
 
     assert main(["triton", str(td_onnx), "--out", str(tmp_path / "repo"), "--runtime", "python-onnxruntime"]) == 0
     rep = json.loads((tmp_path / "repo" / "srpose_models.json").read_text())["models"][0]
-    rep = type("Report", (), dict(repo=rep["repo"], ensemble=rep["ensemble"], models=rep["models"]))
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    shutil.copy(TESTS / "_fake_triton_pb.py", fake / "triton_python_backend_utils.py")
     image = Path(coco_sample["images"]) / "000000196141.jpg"
-    boxes = [[120.5, 40.25, 150.0, 300.0, 0.9], [300.0, 60.0, 110.0, 260.0, 0.7]]
-    run = subprocess.run([sys.executable, "-c", _RUN_IMAGE_MODELS, str(fake), rep.repo, rep.ensemble, str(image),
-                          json.dumps(boxes), str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    errors = json.loads(run.stdout.strip().splitlines()[-1])
-    for err, want in zip(errors, ("must be finite", "must be finite", "send at most 128", "'box_image' is missing")):
+    errors, got = _run_models(_RUN_IMAGE_MODELS, rep["repo"], rep["ensemble"], image, _BOXES, tmp_path)
+    boxes = _BOXES
+    for err, want in zip(errors, ("must be finite", "must be finite", "send at most 128", "'box_image' is missing",
+                                  "'CENTER_SCALE' row 1 (300, 200, 0, 1.333) must be finite with scales > 0")):
         assert want in err, errors
-    got = np.load(tmp_path / "out.npz")
+    assert len(errors) == 5
     import cv2
 
     np.testing.assert_array_equal(got["images"], cv2.imread(str(image))[None])  # BGR, as the graph takes it
-    graph = Path(rep.repo) / rep.models["network"] / "1" / "model.onnx"
+    graph = Path(rep["repo"]) / rep["models"]["network"] / "1" / "model.onnx"
     want = OnnxRuntimeBackend(graph).infer({"images": got["images"], "boxes": np.array(boxes, np.float32),
                                             "box_image": np.zeros(2, np.int32)})
     np.testing.assert_array_equal(got["keypoints"], want["keypoints"])

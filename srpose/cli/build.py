@@ -71,8 +71,6 @@ def calibration_batches(args: argparse.Namespace, options: Any) -> Iterable[Any]
     if not (args.calib_ann and args.calib_images):
         raise ValueError("--legacy-int8 needs --calib-ann ANN and --calib-images DIR (or an existing "
                          f"--calib-cache; {options.calib_cache} does not exist)")
-    if args.calib_num < 1:
-        raise ValueError(f"--calib-num {args.calib_num} must be >= 1")
     from srpose.card import CardError, read_card
     from srpose.config import PoseConfig
     from srpose.export.calibration import CalibrationReader

@@ -41,10 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from srpose.eval.report import parity_markdown, plot_parity
     from srpose.tasks import task_for
 
-    if args.batch < 1 or (args.workers is not None and args.workers < 0):
-        raise ValueError(f"--batch must be >= 1 and --workers >= 0, got {args.batch} and {args.workers}")
-    if args.error_persons is not None and args.error_persons < 1:  # named as the user typed it, before any work
-        raise ValueError(f"--error-persons must be >= 1 (or omitted for all), got {args.error_persons}")
     opts = ParityOptions(flip=args.flip, batch_size=args.batch, workers=args.workers, threads=args.threads,
                          device=args.device, progress=not args.quiet, error_items=args.error_persons,
                          max_ap_drop=args.max_ap_drop)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(server.grpc_url, flush=True)
         print(f"srpose serve: tritonserver ({server.install.source}) serves {', '.join(map(str, args.repos))}; "
               f"log {server.log_path}; Ctrl-C stops it", file=sys.stderr, flush=True)
-        while not stop:
+        while True:
             time.sleep(0.2)  # a signal ends the sleep early; the handler has run by then
             if stop:
                 break

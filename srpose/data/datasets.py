@@ -17,13 +17,11 @@ from torch.utils.data import Dataset
 
 from ..keypoints import dataset_meta
 from .boxes import check_boxes
-from .checks import check_image_folder, check_person_category, without_bad_images  # noqa: F401  (re-exported)
+from .checks import _examples, check_image_folder, check_person_category, without_bad_images  # noqa: F401 (re-exp.)
 from .transforms import TopDownPipeline, box_to_center_scale, read_rgb
 
 __all__ = ["TopDownDataset", "TopDownCocoDataset", "TopDownCrowdPoseDataset", "TopDownMpiiDataset", "collate",
            "check_person_category", "check_image_folder", "without_bad_images"]
-
-_SHOW = 5  # how many offending items an error message lists
 
 
 def _load_json(path: str | os.PathLike, what: str) -> Any:
@@ -52,12 +50,6 @@ def _sorted(items: Any) -> list[Any]:
         return sorted(items)
     except TypeError:
         return sorted(items, key=repr)
-
-
-def _examples(items: Sequence[Any]) -> str:
-    items = list(items)
-    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(repr(x) for x in items[:_SHOW]) + more
 
 
 class TopDownDataset(Dataset):

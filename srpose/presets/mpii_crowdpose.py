@@ -14,14 +14,13 @@ dataset's joints, input size, boxes and augmentation of the baseline. docs/model
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from srpose._registry import register_model
-from srpose.config import DEFAULT_TEST_CFG, DEFAULT_TRAIN_CFG, PoseConfig, make_data_cfg
+from srpose.config import PoseConfig
 from srpose.keypoints import dataset_meta
 
-from .top_down import RESNET50, RESNET50_MS, _hrnet_w32, _simple_head, _srpose_head
+from .top_down import RESNET50, RESNET50_MS, _hrnet_w32, _simple_head, _srpose_head, _topdown
 
 __all__ = ["DATASET_SETTINGS", "PAPER_TABLE_DATASETS"]
 
@@ -39,17 +38,9 @@ DATASET_SETTINGS: dict[str, dict[str, Any]] = {
 def _preset(name: str, dataset: str, backbone: dict[str, Any], head: dict[str, Any], *, srpose: bool) -> PoseConfig:
     """A top-down ``dataset`` config: the mmpose 0.x baseline, or (``srpose``) the COCO SRPose recipe on it."""
     settings = DATASET_SETTINGS[dataset]
-    num_joints = len(dataset_meta(dataset)["joints"])
-    head = copy.deepcopy(head)
-    head["num_joints" if srpose else "out_channels"] = num_joints
-    w, h = settings["input"]
-    heatmap = (w, h) if srpose else (w // 4, h // 4)
-    model = dict(type="TopDownHigher" if srpose else "TopDown", backbone=copy.deepcopy(backbone),
-                 keypoint_head=head, train_cfg={}, test_cfg=dict(DEFAULT_TEST_CFG))
-    data = make_data_cfg(dataset, image_size=(w, h), heatmap_size=heatmap, sigma=8.0 if srpose else 2.0,
-                         decoder="srpose" if srpose else "simple", **settings["data"])
-    train = dict(DEFAULT_TRAIN_CFG, batch_size=32 if srpose else 64, **settings["train"])
-    return PoseConfig(name=name, model=model, data=data, train=train, source="preset")
+    head = {**head, ("num_joints" if srpose else "out_channels"): len(dataset_meta(dataset)["joints"])}
+    return _topdown(name, backbone, head, full_res=srpose, dataset=dataset, input_size=settings["input"],
+                    data=settings["data"], train=dict(batch_size=32 if srpose else 64, **settings["train"]))
 
 
 def _size(dataset: str) -> str:

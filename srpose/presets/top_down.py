@@ -75,15 +75,18 @@ def _srpose_head(in_channels: list[int]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- assembly
 def _topdown(name: str, backbone: dict, head: dict, *, full_res: bool, optimizer: str = "Adam",
-             weight_decay: float = 0.0) -> PoseConfig:
-    """A top-down COCO 256x192 config: full-resolution heads use the SRPose decoder and sigma 8 (official)."""
-    heatmap = INPUT if full_res else (INPUT[0] // 4, INPUT[1] // 4)
+             weight_decay: float = 0.0, dataset: str = "coco", input_size: tuple[int, int] = INPUT,
+             data: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> PoseConfig:
+    """A top-down config (default COCO 256x192): full-resolution heads use the SRPose decoder and sigma 8
+    (official); ``data`` / ``train``: the dataset's settings over the defaults."""
+    w, h = input_size
+    heatmap = (w, h) if full_res else (w // 4, h // 4)
     model = dict(type="TopDownHigher" if full_res else "TopDown", backbone=copy.deepcopy(backbone),
                  keypoint_head=copy.deepcopy(head), train_cfg={}, test_cfg=dict(DEFAULT_TEST_CFG))
-    data = make_data_cfg("coco", image_size=INPUT, heatmap_size=heatmap, sigma=8.0 if full_res else 2.0,
-                         decoder="srpose" if full_res else "simple")
-    train = dict(DEFAULT_TRAIN_CFG, optimizer=optimizer, weight_decay=weight_decay)
-    return PoseConfig(name=name, model=model, data=data, train=train, source="preset")
+    data_cfg = make_data_cfg(dataset, image_size=(w, h), heatmap_size=heatmap, sigma=8.0 if full_res else 2.0,
+                             decoder="srpose" if full_res else "simple", **(data or {}))
+    train_cfg = dict(DEFAULT_TRAIN_CFG, optimizer=optimizer, weight_decay=weight_decay, **(train or {}))
+    return PoseConfig(name=name, model=model, data=data_cfg, train=train_cfg, source="preset")
 
 
 # ResNet-50 --------------------------------------------------------------------------------------

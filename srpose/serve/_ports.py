@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from srpose._io import free_port
+
 __all__ = ["port_free", "free_port", "check_ports"]
 
 
@@ -16,13 +18,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def check_ports(http_port: int, grpc_port: int) -> None:

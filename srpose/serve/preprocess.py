@@ -111,9 +111,8 @@ class PreprocessModel:
     def _top_down(self, request: Any) -> dict[str, np.ndarray]:
         img = self._image(request)
         rows, are_boxes = self._rows(request)
-        boxes = rows if are_boxes else None
-        if boxes is not None:
-            centers, scales = boxes_to_center_scale(boxes, img.shape[:2], self.card.input_size)
+        if are_boxes:
+            centers, scales = boxes_to_center_scale(rows, img.shape[:2], self.card.input_size)
         else:
             centers, scales = _checked_center_scale(rows)
         crops = np.stack([self.pipeline(img, dict(center=c, scale=s))["img"] for c, s in zip(centers, scales)])
@@ -141,8 +140,13 @@ def check_boxes(boxes: np.ndarray, image_hw: tuple[int, int]) -> None:
 
 
 def _checked_center_scale(cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    for i, (cx, cy, sx, sy) in enumerate(np.asarray(cs, dtype=np.float64)[:, :4]):
-        if not np.isfinite([cx, cy, sx, sy]).all() or sx <= 0 or sy <= 0:
-            raise RequestError(f"{CENTER_SCALE!r} row {i} ({cx:g}, {cy:g}, {sx:g}, {sy:g}) must be finite with "
-                               "scales > 0")
+    """(centres, scales) of ``center_scale`` rows; RequestError naming the first row not finite or with a scale
+    <= 0 (vectorised)."""
+    v = np.asarray(cs, dtype=np.float64)[:, :4]
+    finite = np.isfinite(v).all(axis=1)
+    bad = ~finite | (np.where(finite, v[:, 2], 1.0) <= 0) | (np.where(finite, v[:, 3], 1.0) <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        cx, cy, sx, sy = v[i]
+        raise RequestError(f"{CENTER_SCALE!r} row {i} ({cx:g}, {cy:g}, {sx:g}, {sy:g}) must be finite with scales > 0")
     return cs[:, 0:2].astype(np.float32), cs[:, 2:4].astype(np.float32)

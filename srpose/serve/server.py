@@ -221,6 +221,7 @@ class TritonServer:
         self.log_path = Path(options.log_file) if options.log_file else self.workdir.with_suffix(".log")
         self.process: subprocess.Popen | None = None
         self.http_port = self.grpc_port = 0
+        self._log_start = 0  # where this run's part of the log file begins
         self._clean = False  # the server became ready and was stopped by stop(), not by itself
 
     # ------------------------------------------------------------------------------------------------ start/stop
@@ -295,7 +296,7 @@ class TritonServer:
         server on a port we were given would answer it too)."""
         try:
             with open(self.log_path, "rb") as f:
-                f.seek(getattr(self, "_log_start", 0))
+                f.seek(self._log_start)
                 log = f.read().decode(errors="replace")
         except OSError:
             return False

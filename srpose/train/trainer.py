@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from srpose._io import atomic_write_json
+from srpose._io import atomic_write_json, free_port
 from srpose.config import PoseConfig
 from srpose.resolve import get_config
 from srpose.train._checkpoint import weights_digest
@@ -116,12 +115,6 @@ def _check_settings(tc: dict[str, Any], *, workers: int, checkpoint_every: int, 
 
 
 # ---------------------------------------------------------------------------------------------- spawn (no torchrun)
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _spawn_entry(rank: int, world_size: int, port: int, out_dir: str, threads: int, cfg: Any,
                  kwargs: dict[str, Any]) -> None:
     """One spawned rank: ``torchrun``'s environment, then :func:`train`; its result as JSON."""
@@ -142,7 +135,7 @@ def spawn_train(world_size: int, cfg: PoseConfig | str, **kwargs: Any) -> list[T
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     threads = max(1, (os.cpu_count() or 1) // world_size)
     with tempfile.TemporaryDirectory(prefix="srpose-spawn-") as out:
-        mp.spawn(_spawn_entry, args=(world_size, _free_port(), out, threads, cfg, kwargs), nprocs=world_size,
+        mp.spawn(_spawn_entry, args=(world_size, free_port(), out, threads, cfg, kwargs), nprocs=world_size,
                  join=True)
         results = []
         for r in range(world_size):
