@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from srpose.export.fp16 import Fp16Report
 
-__all__ = ["QDQ_OPSET", "build_int8_graph", "activation_scale", "quantise_weight", "quantized_nodes"]
+__all__ = ["QDQ_OPSET", "DEFAULT_OP_TYPES", "build_int8_graph", "activation_scale", "quantise_weight", "quantized_nodes"]
 
 QDQ_OPSET = 19
+#: the weighted ops quantised by default (``srpose.export.int8`` re-exports it)
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 _ACT_MIN_SCALE = 2.0 ** -14
 _WEIGHT_MIN_SCALE = 2.0 ** -24
 _FP16_MAX = 65504.0

@@ -43,9 +43,8 @@ def quantize_with_modelopt(fp32_path: Path, out_path: str | Path, calibration: I
     import onnx
 
     from srpose._io import atomic_write_bytes
-    from srpose.export._int8_graph import quantized_nodes
+    from srpose.export._int8_graph import DEFAULT_OP_TYPES, quantized_nodes
     from srpose.export.fp16 import _matches
-    from srpose.export.int8 import DEFAULT_OP_TYPES
     from srpose.export.onnx_export import record_precision
 
     if method not in ("max", "entropy"):

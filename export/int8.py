@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from srpose.export._int8_calib import CACHE_FORMAT  # noqa: F401 - the cache's file format, importable from here
 from srpose.export._int8_calib import compute_ranges, load_ranges, quiet, save_ranges
+from srpose.export._int8_graph import DEFAULT_OP_TYPES
 from srpose.export._int8_place import PLACEMENT_OP_TYPES
 from srpose.export.fp16 import DEFAULT_KEEP_FP32_NODES, DEFAULT_KEEP_FP32_OPS
 
@@ -45,7 +46,6 @@ __all__ = ["CALIB_METHODS", "DEFAULT_EXCLUDE", "DEFAULT_OP_TYPES", "Int8Report",
 
 #: ``--calib-method`` name -> onnxruntime CalibrationMethod member name.
 CALIB_METHODS = {"entropy": "Entropy", "max": "MinMax", "minmax": "MinMax", "percentile": "Percentile"}
-DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 #: node-name patterns (fnmatch) never quantised by default: the in-graph decoder and flip merge.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("/decode/*", "/flip_merge/*")
 
